@@ -1,0 +1,504 @@
+//! The translation cache (TC): placement, lookup, chaining, the indirect
+//! branch table, invalidation of one guest page, and the full flush.
+//!
+//! The cache writes code only through [`MonitorMemory`], which the native
+//! layer implements over the monitor area (through a writable alias of the
+//! executable mapping) and tests implement over a plain buffer. It never
+//! executes anything.
+//!
+//! The TC stays writable for its whole life, unlike a JIT that publishes
+//! code once: chaining patches exit stubs of units that are already placed,
+//! and invalidation un-patches them. What keeps the guest from writing it is
+//! segment truncation, not page protection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::classify::Mode;
+use crate::emit;
+use crate::layout::{TcAddr, IB_ENTRIES, IB_TABLE, MONITOR_BASE, TC_SIZE, TC_START};
+use crate::unit::{translate_unit, CodeSource, ExitKind, MapEntry, MapKind, TranslatedInsn, Unit, UnitEnd};
+
+/// Memory of the monitor area, as the cache writes it.
+pub trait MonitorMemory {
+    /// Writes `bytes` at `offset` from the start of the monitor area.
+    fn write(&mut self, offset: u32, bytes: &[u8]);
+}
+
+/// A plain buffer standing in for the monitor area, for tests and for
+/// golden translations that are never run.
+pub struct BufferMemory(pub Vec<u8>);
+
+impl BufferMemory {
+    pub fn new() -> BufferMemory {
+        BufferMemory(vec![0; crate::layout::MONITOR_SIZE as usize])
+    }
+    /// The bytes at TC address `addr`.
+    pub fn at(&self, addr: TcAddr, len: usize) -> &[u8] {
+        let off = (addr.0 - MONITOR_BASE) as usize;
+        &self.0[off..off + len]
+    }
+}
+
+impl Default for BufferMemory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MonitorMemory for BufferMemory {
+    fn write(&mut self, offset: u32, bytes: &[u8]) {
+        let off = offset as usize;
+        self.0[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// Index of a unit in the cache; stable until the next flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(pub u32);
+
+/// The value an exit stub leaves in `gs:[EXIT_ID]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExitId(pub u32);
+
+impl ExitId {
+    /// The shared indirect-branch miss stub.
+    pub const INDIRECT_MISS: ExitId = ExitId(0);
+    /// Written by the native fault handler, not by any stub.
+    pub const FAULT: ExitId = ExitId(u32::MAX);
+    /// Written by the native layer before an asynchronous exit.
+    pub const ASYNC: ExitId = ExitId(u32::MAX - 1);
+}
+
+/// A unit placed in the cache.
+#[derive(Clone, Debug)]
+pub struct PlacedUnit {
+    pub tc: TcAddr,
+    pub tc_len: u32,
+    pub guest_start: u32,
+    pub guest_end: u32,
+    pub mode: Mode,
+    pub map: Vec<MapEntry>,
+    pub insns: Vec<TranslatedInsn>,
+    pub end: UnitEnd,
+    /// First exit id of this unit; its exits are consecutive.
+    pub first_exit: u32,
+    pub exit_count: u32,
+    /// Exit stubs of other units chained into this one.
+    pub incoming: Vec<ExitId>,
+    /// Its indirect-branch trampoline, once one was needed.
+    pub trampoline: Option<TcAddr>,
+    /// Cleared by invalidation; the code stays until the next flush.
+    pub valid: bool,
+}
+
+/// An exit stub placed in the cache.
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub unit: UnitId,
+    pub stub: TcAddr,
+    pub kind: ExitKind,
+    /// The unit this stub is chained to, if it was patched.
+    pub chained_to: Option<UnitId>,
+}
+
+/// Counters of the translator, shown by `--stats` (brief §4.8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TranslationStats {
+    pub units: u64,
+    pub guest_instructions: u64,
+    pub guest_bytes: u64,
+    pub tc_bytes: u64,
+    pub ident: u64,
+    /// Rewritten instructions by class: branch kinds and callout classes.
+    pub rewritten: BTreeMap<&'static str, u64>,
+    pub chain_patches: u64,
+    pub trampolines: u64,
+    pub invalidated_units: u64,
+    pub invalidated_pages: u64,
+    pub flushes: u64,
+}
+
+/// The translation cache.
+pub struct TranslationCache {
+    units: Vec<PlacedUnit>,
+    by_key: HashMap<(u32, Mode), UnitId>,
+    by_page: HashMap<u32, Vec<UnitId>>,
+    exits: Vec<ExitRecord>,
+    /// Next free byte of the TC, as an offset from `MONITOR_BASE`.
+    next: u32,
+    /// Where the permanent stubs end and units begin.
+    units_start: u32,
+    entry_trampoline: TcAddr,
+    ib_miss: TcAddr,
+    /// Which trampoline each IB-table slot holds, for invalidation.
+    ib_slots: HashMap<u16, UnitId>,
+    generation: u64,
+    pub stats: TranslationStats,
+}
+
+/// Returned by [`TranslationCache::translate`] when the TC was flushed to
+/// make room: every `UnitId` and `ExitId` from before is stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flushed(pub bool);
+
+impl TranslationCache {
+    /// Creates the cache and writes its permanent stubs and an empty IB
+    /// table into `mem`.
+    pub fn new(mem: &mut dyn MonitorMemory) -> TranslationCache {
+        let mut code = Vec::new();
+        let entry = TC_START;
+        emit::entry_trampoline(&mut code);
+        let ib_miss = TC_START + code.len() as u32;
+        emit::ib_miss_stub(&mut code, ExitId::INDIRECT_MISS.0);
+        let units_start = (TC_START + code.len() as u32 + 15) & !15;
+        mem.write(TC_START, &code);
+        let mut cache = TranslationCache {
+            units: Vec::new(),
+            by_key: HashMap::new(),
+            by_page: HashMap::new(),
+            exits: Vec::new(),
+            next: units_start,
+            units_start,
+            entry_trampoline: TcAddr(MONITOR_BASE + entry),
+            ib_miss: TcAddr(MONITOR_BASE + ib_miss),
+            ib_slots: HashMap::new(),
+            generation: 0,
+            stats: TranslationStats::default(),
+        };
+        cache.reset_ib_table(mem);
+        cache.reset_exits();
+        cache
+    }
+
+    fn reset_exits(&mut self) {
+        self.exits.clear();
+        // Exit id 0 is the shared miss stub; it belongs to no unit.
+        self.exits.push(ExitRecord {
+            unit: UnitId(u32::MAX),
+            stub: self.ib_miss,
+            kind: ExitKind::Branch { target: 0 },
+            chained_to: None,
+        });
+    }
+
+    fn reset_ib_table(&mut self, mem: &mut dyn MonitorMemory) {
+        let miss = self.ib_miss.0.to_le_bytes();
+        let table: Vec<u8> = (0..IB_ENTRIES).flat_map(|_| miss).collect();
+        mem.write(IB_TABLE, &table);
+        self.ib_slots.clear();
+    }
+
+    /// The 32-bit code the world switch far-jumps to.
+    pub fn entry_trampoline(&self) -> TcAddr {
+        self.entry_trampoline
+    }
+
+    /// Counts flushes; ids from an older generation are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn lookup(&self, eip: u32, mode: Mode) -> Option<UnitId> {
+        self.by_key.get(&(eip, mode)).copied()
+    }
+
+    pub fn unit(&self, id: UnitId) -> &PlacedUnit {
+        &self.units[id.0 as usize]
+    }
+
+    pub fn exit(&self, id: ExitId) -> Option<&ExitRecord> {
+        self.exits.get(id.0 as usize)
+    }
+
+    /// All units placed since the last flush, valid or not.
+    pub fn units(&self) -> impl Iterator<Item = (UnitId, &PlacedUnit)> {
+        self.units.iter().enumerate().map(|(i, u)| (UnitId(i as u32), u))
+    }
+
+    /// The unit containing TC address `addr`, if any (valid or not).
+    pub fn unit_at(&self, addr: u32) -> Option<UnitId> {
+        let i = self.units.partition_point(|u| u.tc.0 <= addr);
+        let u = self.units.get(i.checked_sub(1)?)?;
+        (addr < u.tc.0 + u.tc_len).then_some(UnitId((i - 1) as u32))
+    }
+
+    /// Resolves a host address inside translated code to the map entry that
+    /// covers it: the guest instruction and how to restore guest state.
+    pub fn locate(&self, addr: u32) -> Option<(UnitId, MapEntry)> {
+        let id = self.unit_at(addr)?;
+        let u = self.unit(id);
+        let off = addr - u.tc.0;
+        let i = u.map.partition_point(|m| m.tc_offset <= off);
+        Some((id, *u.map.get(i.checked_sub(1)?)?))
+    }
+
+    /// Translates the unit at `eip` in `mode` and places it, flushing the
+    /// whole cache first if it does not fit.
+    pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
+        let unit = translate_unit(src, eip, mode);
+        let mut flushed = Flushed(false);
+        if self.next + unit.code.len() as u32 > TC_START + TC_SIZE {
+            self.flush(mem);
+            flushed = Flushed(true);
+        }
+        (self.place(mem, unit), flushed)
+    }
+
+    fn place(&mut self, mem: &mut dyn MonitorMemory, mut unit: Unit) -> UnitId {
+        let id = UnitId(self.units.len() as u32);
+        let tc = TcAddr(MONITOR_BASE + self.next);
+        let first_exit = self.exits.len() as u32;
+        for (i, exit) in unit.exits.iter().enumerate() {
+            let exit_id = first_exit + i as u32;
+            let at = exit.stub_offset as usize + emit::EXIT_STUB_ID_OFFSET;
+            unit.code[at..at + 4].copy_from_slice(&exit_id.to_le_bytes());
+            self.exits.push(ExitRecord { unit: id, stub: tc.offset(exit.stub_offset), kind: exit.kind, chained_to: None });
+        }
+        mem.write(self.next, &unit.code);
+        self.next = (self.next + unit.code.len() as u32 + 15) & !15;
+
+        let s = &mut self.stats;
+        s.units += 1;
+        s.guest_instructions += unit.insns.len() as u64;
+        s.guest_bytes += u64::from(unit.guest_end.wrapping_sub(unit.guest_start));
+        s.tc_bytes += unit.code.len() as u64;
+        for t in &unit.insns {
+            match t.class {
+                crate::Class::Ident => s.ident += 1,
+                crate::Class::Branch(b) => *s.rewritten.entry(branch_class(b)).or_default() += 1,
+                crate::Class::Callout(r) => *s.rewritten.entry(r.class()).or_default() += 1,
+                crate::Class::Fault(_) => *s.rewritten.entry("fault").or_default() += 1,
+            }
+        }
+        for page in pages(unit.guest_start, unit.guest_end) {
+            self.by_page.entry(page).or_default().push(id);
+        }
+        self.by_key.insert((unit.guest_start, unit.mode), id);
+        self.units.push(PlacedUnit {
+            tc,
+            tc_len: unit.code.len() as u32,
+            guest_start: unit.guest_start,
+            guest_end: unit.guest_end,
+            mode: unit.mode,
+            map: unit.map,
+            insns: unit.insns,
+            end: unit.end,
+            first_exit,
+            exit_count: unit.exits.len() as u32,
+            incoming: Vec::new(),
+            trampoline: None,
+            valid: true,
+        });
+        id
+    }
+
+    /// Patches exit stub `exit` into a direct jump to unit `to` (chaining),
+    /// so the next time no exit happens at all. Units translated for
+    /// single-stepping are never chained: each must come back to the
+    /// monitor.
+    pub fn chain(&mut self, mem: &mut dyn MonitorMemory, exit: ExitId, to: UnitId) -> bool {
+        let Some(rec) = self.exits.get(exit.0 as usize).copied() else { return false };
+        if rec.chained_to.is_some() || rec.unit.0 == u32::MAX || !matches!(rec.kind, ExitKind::Branch { .. }) {
+            return false;
+        }
+        let (from_unit, to_unit) = (self.unit(rec.unit), self.unit(to));
+        if !from_unit.valid || !to_unit.valid || from_unit.mode.single_step || to_unit.mode != from_unit.mode {
+            return false;
+        }
+        let jmp = emit::jmp_rel32(rec.stub.0, to_unit.tc.0);
+        mem.write(rec.stub.0 - MONITOR_BASE, &jmp);
+        self.exits[exit.0 as usize].chained_to = Some(to);
+        self.units[to.0 as usize].incoming.push(exit);
+        self.stats.chain_patches += 1;
+        true
+    }
+
+    /// Makes indirect branches to unit `id` hit: gives it a trampoline and
+    /// points its IB-table slot there (replacing whatever shared the slot).
+    pub fn install_indirect(&mut self, mem: &mut dyn MonitorMemory, id: UnitId) -> bool {
+        let u = self.unit(id);
+        if !u.valid || u.mode != Mode::default() {
+            return false;
+        }
+        let (eip, unit_tc) = (u.guest_start, u.tc);
+        let tramp = match u.trampoline {
+            Some(t) => t,
+            None => {
+                let probe = emit::trampoline(0, 0, 0, 0).len() as u32;
+                if self.next + probe > TC_START + TC_SIZE {
+                    return false;
+                }
+                let at = TcAddr(MONITOR_BASE + self.next);
+                let code = emit::trampoline(at.0, eip, unit_tc.0, self.ib_miss.0);
+                mem.write(self.next, &code);
+                self.next = (self.next + code.len() as u32 + 15) & !15;
+                self.units[id.0 as usize].trampoline = Some(at);
+                self.stats.trampolines += 1;
+                at
+            }
+        };
+        let slot = eip as u16;
+        mem.write(IB_TABLE + u32::from(slot) * 4, &tramp.0.to_le_bytes());
+        self.ib_slots.insert(slot, id);
+        true
+    }
+
+    /// Drops every unit with code on guest page `page` (a 4 KiB frame
+    /// number): un-chains the stubs that jump into them and clears their
+    /// IB-table slots. Their TC space is reclaimed at the next flush.
+    pub fn invalidate_page(&mut self, mem: &mut dyn MonitorMemory, page: u32) -> usize {
+        let Some(ids) = self.by_page.remove(&page) else { return 0 };
+        let mut count = 0;
+        for id in ids {
+            if !self.units[id.0 as usize].valid {
+                continue;
+            }
+            count += 1;
+            self.units[id.0 as usize].valid = false;
+            let u = &self.units[id.0 as usize];
+            if self.by_key.get(&(u.guest_start, u.mode)) == Some(&id) {
+                self.by_key.remove(&(u.guest_start, u.mode));
+            }
+            // Un-chain: put the original exit stubs back.
+            for exit in std::mem::take(&mut self.units[id.0 as usize].incoming) {
+                let rec = &mut self.exits[exit.0 as usize];
+                rec.chained_to = None;
+                let mut stub = Vec::with_capacity(emit::EXIT_STUB_LEN);
+                emit::exit_stub(&mut stub, exit.0);
+                mem.write(rec.stub.0 - MONITOR_BASE, &stub);
+            }
+            // Its own outgoing chains no longer matter, but the targets must
+            // forget them so a later invalidation does not patch dead code.
+            let u = &self.units[id.0 as usize];
+            for e in u.first_exit..u.first_exit + u.exit_count {
+                if let Some(target) = self.exits[e as usize].chained_to {
+                    self.units[target.0 as usize].incoming.retain(|x| x.0 != e);
+                }
+            }
+            let slot = self.units[id.0 as usize].guest_start as u16;
+            if self.ib_slots.get(&slot) == Some(&id) {
+                mem.write(IB_TABLE + u32::from(slot) * 4, &self.ib_miss.0.to_le_bytes());
+                self.ib_slots.remove(&slot);
+            }
+        }
+        self.stats.invalidated_units += count as u64;
+        self.stats.invalidated_pages += 1;
+        count
+    }
+
+    /// Whether any valid unit holds code from guest page `page`.
+    pub fn page_has_code(&self, page: u32) -> bool {
+        self.by_page.get(&page).is_some_and(|ids| ids.iter().any(|id| self.units[id.0 as usize].valid))
+    }
+
+    /// Guest pages that hold translated code.
+    pub fn code_pages(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_page.keys().copied()
+    }
+
+    /// Empties the whole cache.
+    pub fn flush(&mut self, mem: &mut dyn MonitorMemory) {
+        self.units.clear();
+        self.by_key.clear();
+        self.by_page.clear();
+        self.reset_exits();
+        self.reset_ib_table(mem);
+        self.next = self.units_start;
+        self.generation += 1;
+        self.stats.flushes += 1;
+    }
+
+    /// Bytes of TC in use.
+    pub fn used(&self) -> u32 {
+        self.next - self.units_start
+    }
+}
+
+fn branch_class(b: crate::Branch) -> &'static str {
+    use crate::Branch as B;
+    match b {
+        B::Jump { .. } => "jmp",
+        B::Conditional { .. } => "jcc",
+        B::ShortConditional { .. } => "loop/jecxz",
+        B::Call { .. } => "call",
+        B::Return { .. } => "ret",
+        B::IndirectJump => "jmp-indirect",
+        B::IndirectCall => "call-indirect",
+    }
+}
+
+/// The 4 KiB guest pages covered by `[start, end)`.
+fn pages(start: u32, end: u32) -> impl Iterator<Item = u32> {
+    let last = end.wrapping_sub(1).max(start) >> 12;
+    (start >> 12)..=last
+}
+
+/// The guest EIP a fault at a map entry restarts, and whether ECX/EDX must
+/// be taken back from the scratch slots.
+pub fn restart_point(entry: &MapEntry) -> (u32, bool) {
+    (entry.guest_eip, entry.kind == MapKind::ScratchSequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_at(base: u32, bytes: &[u8]) -> (u32, Vec<u8>) {
+        (base, bytes.to_vec())
+    }
+
+    #[test]
+    fn chaining_and_invalidation_patch_and_restore_stubs() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // 0x1000: nop; jmp 0x2000        0x2000: ret
+        let (b1, c1) = code_at(0x1000, &[0x90, 0xE9, 0xFA, 0x0F, 0, 0]);
+        let (b2, c2) = code_at(0x2000, &[0xC3]);
+        let (u1, _) = tc.translate(&mut mem, &mut (b1, &c1[..]), 0x1000, Mode::default());
+        let (u2, _) = tc.translate(&mut mem, &mut (b2, &c2[..]), 0x2000, Mode::default());
+        let exit = ExitId(tc.unit(u1).first_exit);
+        assert!(matches!(tc.exit(exit).unwrap().kind, ExitKind::Branch { target: 0x2000 }));
+        let stub = tc.exit(exit).unwrap().stub;
+        let before = mem.at(stub, 18).to_vec();
+        assert!(tc.chain(&mut mem, exit, u2));
+        assert_eq!(mem.at(stub, 5), emit::jmp_rel32(stub.0, tc.unit(u2).tc.0));
+        assert_eq!(tc.invalidate_page(&mut mem, 0x2), 1);
+        assert_eq!(mem.at(stub, 18), &before[..]);
+        assert_eq!(tc.lookup(0x2000, Mode::default()), None);
+        assert_eq!(tc.lookup(0x1000, Mode::default()), Some(u1));
+    }
+
+    #[test]
+    fn locate_maps_every_tc_byte_to_a_guest_instruction() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // add eax, ebx ; mov ecx, [edx] ; ret
+        let code = [0x01, 0xD8, 0x8B, 0x0A, 0xC3];
+        let (u, _) = tc.translate(&mut mem, &mut (0x5000, &code[..]), 0x5000, Mode::default());
+        let base = tc.unit(u).tc.0;
+        assert_eq!(tc.locate(base).unwrap().1.guest_eip, 0x5000);
+        assert_eq!(tc.locate(base + 2).unwrap().1.guest_eip, 0x5002);
+        let (_, ret) = tc.locate(base + 4).unwrap();
+        assert_eq!((ret.guest_eip, ret.kind), (0x5004, MapKind::ScratchSequence));
+        assert!(tc.locate(base - 1).is_none() || tc.locate(base - 1).unwrap().0 != u);
+    }
+
+    #[test]
+    fn a_full_cache_flushes() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        let code = [0x90u8; 0x2000];
+        let mut flushed = false;
+        for i in 0..TC_SIZE / 16 {
+            let eip = 0x10_0000 + (i % 0x1000) * 2;
+            let (_, f) = tc.translate(&mut mem, &mut (0x10_0000, &code[..]), eip.wrapping_add(i / 0x1000 * 0x10000), Mode::default());
+            if f.0 {
+                flushed = true;
+                break;
+            }
+        }
+        assert!(flushed);
+        assert_eq!(tc.stats.flushes, 1);
+        assert_eq!(tc.generation(), 1);
+    }
+}
