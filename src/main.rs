@@ -1,1 +1,171 @@
-fn main() {}
+//! The `bt86` command.
+//!
+//! `bt86 run [OPTIONS] [KERNEL]` boots a Multiboot kernel (or the built-in
+//! demo guest) and runs it from the translation cache. Options that QEMU
+//! users type by habit keep QEMU's meaning: `-m`, `-append`/`--append`,
+//! `-initrd`, `-kernel`, `-d in_asm,out_asm,int,exec` and `-D FILE`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bt86::{status, LogFlags, RunConfig};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bt86", version, about = "A binary-translating VMM for 32-bit x86 guests, built for teaching")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a Multiboot kernel and run it natively from the translation cache.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The Multiboot (v1) ELF kernel to boot. Without one, bt86 runs its
+    /// built-in demo guest.
+    kernel: Option<PathBuf>,
+    /// The kernel, as QEMU's -kernel.
+    #[arg(long = "kernel", value_name = "KERNEL", conflicts_with = "kernel")]
+    kernel_opt: Option<PathBuf>,
+    /// Guest RAM size, as QEMU's -m: a number of MiB, or with a K, M or G suffix.
+    #[arg(short = 'm', value_name = "SIZE")]
+    memory: Option<String>,
+    /// The kernel command line (Multiboot cmdline).
+    #[arg(long, value_name = "CMDLINE", default_value = "")]
+    append: String,
+    /// A file to pass as a Multiboot module (repeatable).
+    #[arg(long, value_name = "FILE")]
+    initrd: Vec<PathBuf>,
+    /// Stop the guest after this many seconds (status 124).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Print the translator's and the monitor's counters after the run.
+    #[arg(long)]
+    stats: bool,
+    /// Log each translation unit: guest disassembly beside the TC code,
+    /// with the reason for every rewrite (same as -d in_asm,out_asm).
+    #[arg(long)]
+    trace: bool,
+    /// Debug log items, as QEMU's -d: in_asm, out_asm, int, exec (comma-separated).
+    #[arg(short = 'd', value_name = "ITEMS", value_delimiter = ',')]
+    debug: Vec<String>,
+    /// Write the debug log to FILE instead of standard error, as QEMU's -D.
+    #[arg(short = 'D', value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+/// QEMU spells some options with one dash (`-kernel`, `-append`,
+/// `-initrd`); accept them as their double-dash forms.
+fn qemu_spellings(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| match a.as_str() {
+        "-kernel" | "-append" | "-initrd" => format!("-{a}"),
+        _ => a,
+    })
+    .collect()
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let cli = Cli::parse_from(qemu_spellings(std::env::args()));
+    let code = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    ExitCode::from((code & 0xFF) as u8)
+}
+
+fn run(args: RunArgs) -> i32 {
+    let mut log = LogFlags::default();
+    for item in &args.debug {
+        match item.as_str() {
+            "in_asm" => log.in_asm = true,
+            "out_asm" => log.out_asm = true,
+            "int" => log.int = true,
+            "exec" => log.exec = true,
+            other => {
+                eprintln!("bt86: unknown -d item {other:?}; use in_asm, out_asm, int or exec");
+                return status::BAD_INPUT;
+            }
+        }
+    }
+    if args.trace {
+        log.in_asm = true;
+        log.out_asm = true;
+    }
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => {
+            eprintln!("bt86: --timeout {t} is not a positive number of seconds");
+            return status::BAD_INPUT;
+        }
+        None => None,
+    };
+    let config = RunConfig {
+        kernel: args.kernel.or(args.kernel_opt),
+        memory: args.memory,
+        append: args.append,
+        modules: args.initrd,
+        timeout,
+    };
+    let serial: Box<dyn Write + Send> = Box::new(std::io::stdout());
+    let mut vm = match bt86::build_vm(&config, serial) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            return e.status();
+        }
+    };
+    if log != LogFlags::default() {
+        let sink: Box<dyn Write + Send> = match &args.log_file {
+            Some(path) => match File::create(path) {
+                Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    eprintln!("bt86: cannot create log file {}: {e}", path.display());
+                    return status::BAD_INPUT;
+                }
+            },
+            None => Box::new(std::io::stderr()),
+        };
+        vm.set_log(log, sink);
+    }
+    if let Some(t) = timeout {
+        vm.set_deadline(Instant::now() + t);
+        // A guest spinning in chained code never exits to the monitor, so a
+        // watchdog thread ends the process when the time is up.
+        std::thread::spawn(move || {
+            std::thread::sleep(t + Duration::from_millis(200));
+            let _ = std::io::stdout().flush();
+            eprintln!("bt86: timeout: the guest was still running after {:.1} s", t.as_secs_f64());
+            std::process::exit(status::TIMEOUT);
+        });
+    }
+    let result = vm.run();
+    let _ = std::io::stdout().flush();
+    let code = match result {
+        Ok(exit) => {
+            let (code, message) = bt86::describe_exit(&exit);
+            if let Some(m) = message {
+                eprintln!("bt86: {m} (exit status {code})");
+            }
+            code
+        }
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            status::MONITOR_ERROR
+        }
+    };
+    if args.stats {
+        eprint!("{}", bt86::stats::format(&vm.translation_cache().stats, &vm.stats));
+    }
+    code
+}

@@ -11,7 +11,18 @@
 #![forbid(unsafe_code)]
 
 pub mod state;
+pub mod alu;
+pub mod emulate;
 pub mod exception;
+pub mod memory;
+pub mod descriptor;
+pub mod segment;
+pub mod interrupt;
+pub mod cpuid;
+pub mod operand;
+pub mod exec;
+#[cfg(test)]
+mod test_bus;
 
 pub use exception::{Exception, Vector};
 pub use state::{Cpu, DescriptorTable, LinearAddr, SegReg, Segment, Selector};

@@ -10,6 +10,15 @@
 
 pub mod addr;
 pub mod bus;
+pub mod devices;
+pub mod loader;
+pub mod machine;
+pub mod memory;
+pub mod ports;
 
 pub use addr::GuestPhysAddr;
 pub use bus::{Bus, IoSize};
+pub use loader::multiboot::{load_multiboot, BootInfo, LoadError, Module};
+pub use machine::{Machine, MachineState};
+pub use memory::{parse_ram_size, MemoryError, Ram};
+pub use ports::PowerState;

@@ -67,6 +67,9 @@ impl ExitId {
     pub const FAULT: ExitId = ExitId(u32::MAX);
     /// Written by the native layer before an asynchronous exit.
     pub const ASYNC: ExitId = ExitId(u32::MAX - 1);
+    /// The return stub used when guest code is called directly, without
+    /// translation (benchmarks and differential tests).
+    pub const DIRECT_RETURN: ExitId = ExitId(u32::MAX - 2);
 }
 
 /// A unit placed in the cache.
@@ -130,6 +133,7 @@ pub struct TranslationCache {
     units_start: u32,
     entry_trampoline: TcAddr,
     ib_miss: TcAddr,
+    direct_return: TcAddr,
     /// Which trampoline each IB-table slot holds, for invalidation.
     ib_slots: HashMap<u16, UnitId>,
     generation: u64,
@@ -150,6 +154,8 @@ impl TranslationCache {
         emit::entry_trampoline(&mut code);
         let ib_miss = TC_START + code.len() as u32;
         emit::ib_miss_stub(&mut code, ExitId::INDIRECT_MISS.0);
+        let direct_return = TC_START + code.len() as u32;
+        emit::exit_stub(&mut code, ExitId::DIRECT_RETURN.0);
         let units_start = (TC_START + code.len() as u32 + 15) & !15;
         mem.write(TC_START, &code);
         let mut cache = TranslationCache {
@@ -161,6 +167,7 @@ impl TranslationCache {
             units_start,
             entry_trampoline: TcAddr(MONITOR_BASE + entry),
             ib_miss: TcAddr(MONITOR_BASE + ib_miss),
+            direct_return: TcAddr(MONITOR_BASE + direct_return),
             ib_slots: HashMap::new(),
             generation: 0,
             stats: TranslationStats::default(),
@@ -191,6 +198,12 @@ impl TranslationCache {
     /// The 32-bit code the world switch far-jumps to.
     pub fn entry_trampoline(&self) -> TcAddr {
         self.entry_trampoline
+    }
+
+    /// The stub that ends a direct (untranslated) call into guest code:
+    /// push it as the return address.
+    pub fn direct_return(&self) -> TcAddr {
+        self.direct_return
     }
 
     /// Counts flushes; ids from an older generation are stale.
@@ -273,7 +286,11 @@ impl TranslationCache {
         for page in pages(unit.guest_start, unit.guest_end) {
             self.by_page.entry(page).or_default().push(id);
         }
-        self.by_key.insert((unit.guest_start, unit.mode), id);
+        // Single-step units are used once and translated afresh each time,
+        // so they are never found by lookup.
+        if !unit.mode.single_step {
+            self.by_key.insert((unit.guest_start, unit.mode), id);
+        }
         self.units.push(PlacedUnit {
             tc,
             tc_len: unit.code.len() as u32,

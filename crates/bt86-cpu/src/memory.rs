@@ -1,0 +1,321 @@
+//! Guest memory as the virtual CPU sees it: segmentation, then (later)
+//! paging, then the physical bus.
+//!
+//! This module owns the two steps between an instruction's operand and the
+//! bus: the segment check that turns `seg:offset` into a linear address
+//! (Intel SDM Vol. 3A §3.4 and §5.3-5.4), and the linear-to-physical step in
+//! [`Cpu::read_linear`] / [`Cpu::write_linear`], which are the only place that
+//! turns a linear address into a physical one. With CR0.PG clear the second
+//! step is the identity; when the page walker arrives it slots into
+//! `translate_linear` below and nothing else has to change. The module does
+//! not load segment registers (that is `segment.rs`) and never touches the
+//! host: all memory is reached through [`Bus`].
+
+use bt86_machine::{Bus, GuestPhysAddr};
+
+use crate::exception::Exception;
+use crate::state::{Cpu, LinearAddr, SegReg, Segment};
+use crate::state::gpr;
+
+/// The kind of access an instruction makes through a segment. It decides
+/// which segment types are acceptable (SDM Vol. 3A §5.4.1): data may be
+/// read from any data segment or readable code segment, written only to
+/// writable data segments, and code is fetched only from code segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+/// The size of a page, the unit in which linear accesses are split so that
+/// each piece can be translated on its own once paging exists.
+const PAGE_SIZE: u32 = 4096;
+
+/// The exception a failed segment check raises: #SS(0) for accesses through
+/// SS, #GP(0) for every other segment register (SDM Vol. 3A §6.15,
+/// "Interrupt 12" and "Interrupt 13").
+fn segment_fault(seg: SegReg) -> Exception {
+    if seg == SegReg::Ss {
+        Exception::StackFault(0)
+    } else {
+        Exception::GeneralProtection(0)
+    }
+}
+
+/// Whether a cached segment allows `access` at all, ignoring the limit.
+fn type_allows(segment: &Segment, access: Access) -> bool {
+    match access {
+        Access::Read => segment.is_readable(),
+        Access::Write => segment.is_writable(),
+        Access::Execute => segment.is_code(),
+    }
+}
+
+impl Cpu {
+    /// Checks an access of `len` bytes at `seg:offset` against the hidden
+    /// part of the segment register and returns the linear address.
+    ///
+    /// The checks are those the processor makes on every memory reference
+    /// (SDM Vol. 3A §5.3 limit checking, §5.4 type checking): the segment
+    /// must be usable (a null selector was not loaded), its type must allow
+    /// the access, and every byte must lie within the limit, which for an
+    /// expand-down segment means above it. Failures raise #GP(0), or #SS(0)
+    /// when the segment is SS. Privilege is not checked here: it was checked
+    /// when the segment register was loaded (§5.6).
+    pub fn linear_address(
+        &self,
+        seg: SegReg,
+        offset: u32,
+        len: u32,
+        access: Access,
+    ) -> Result<LinearAddr, Exception> {
+        let segment = self.segment(seg);
+        // A null selector leaves the register "unusable" (access rights 0);
+        // any reference through it faults (SDM Vol. 3A §3.4.2).
+        if segment.access == 0 || !segment.is_present() {
+            return Err(segment_fault(seg));
+        }
+        if !type_allows(segment, access) {
+            return Err(segment_fault(seg));
+        }
+        if !segment.contains(offset, len.max(1)) {
+            return Err(segment_fault(seg));
+        }
+        // The linear address space is 32 bits wide and wraps (Vol. 3A §3.4).
+        Ok(LinearAddr(segment.base.wrapping_add(offset)))
+    }
+
+    /// Reads `buf.len()` bytes at `seg:offset` after the segment checks.
+    pub fn read_virt(
+        &self,
+        bus: &mut dyn Bus,
+        seg: SegReg,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<(), Exception> {
+        let addr = self.linear_address(seg, offset, len_u32(buf.len()), Access::Read)?;
+        self.read_linear(bus, addr, buf)
+    }
+
+    /// Writes `data` at `seg:offset` after the segment checks.
+    pub fn write_virt(
+        &self,
+        bus: &mut dyn Bus,
+        seg: SegReg,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), Exception> {
+        let addr = self.linear_address(seg, offset, len_u32(data.len()), Access::Write)?;
+        self.write_linear(bus, addr, data)
+    }
+
+    /// Reads linear memory. The access is split at page boundaries and each
+    /// piece translated separately, so that a paged access that straddles
+    /// two pages faults on the right one.
+    pub fn read_linear(
+        &self,
+        bus: &mut dyn Bus,
+        addr: LinearAddr,
+        buf: &mut [u8],
+    ) -> Result<(), Exception> {
+        // Translate every piece before touching the bus: a fault on the
+        // second page must leave no trace of the first (precise faults).
+        let pieces = self.translate_range(addr, len_u32(buf.len()), Access::Read)?;
+        let mut done = 0usize;
+        for (phys, len) in pieces {
+            let len = len as usize;
+            bus.read_phys(phys, &mut buf[done..done + len]);
+            done += len;
+        }
+        Ok(())
+    }
+
+    /// Writes linear memory; see [`Cpu::read_linear`].
+    pub fn write_linear(
+        &self,
+        bus: &mut dyn Bus,
+        addr: LinearAddr,
+        data: &[u8],
+    ) -> Result<(), Exception> {
+        let pieces = self.translate_range(addr, len_u32(data.len()), Access::Write)?;
+        let mut done = 0usize;
+        for (phys, len) in pieces {
+            let len = len as usize;
+            bus.write_phys(phys, &data[done..done + len]);
+            done += len;
+        }
+        Ok(())
+    }
+
+    /// Reads a byte at `seg:offset`.
+    pub fn read_u8(&self, bus: &mut dyn Bus, seg: SegReg, offset: u32) -> Result<u8, Exception> {
+        let mut b = [0u8; 1];
+        self.read_virt(bus, seg, offset, &mut b)?;
+        Ok(b[0])
+    }
+
+    /// Reads a little-endian word at `seg:offset`.
+    pub fn read_u16(&self, bus: &mut dyn Bus, seg: SegReg, offset: u32) -> Result<u16, Exception> {
+        let mut b = [0u8; 2];
+        self.read_virt(bus, seg, offset, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian doubleword at `seg:offset`.
+    pub fn read_u32(&self, bus: &mut dyn Bus, seg: SegReg, offset: u32) -> Result<u32, Exception> {
+        let mut b = [0u8; 4];
+        self.read_virt(bus, seg, offset, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a byte at `seg:offset`.
+    pub fn write_u8(
+        &self,
+        bus: &mut dyn Bus,
+        seg: SegReg,
+        offset: u32,
+        value: u8,
+    ) -> Result<(), Exception> {
+        self.write_virt(bus, seg, offset, &[value])
+    }
+
+    /// Writes a little-endian word at `seg:offset`.
+    pub fn write_u16(
+        &self,
+        bus: &mut dyn Bus,
+        seg: SegReg,
+        offset: u32,
+        value: u16,
+    ) -> Result<(), Exception> {
+        self.write_virt(bus, seg, offset, &value.to_le_bytes())
+    }
+
+    /// Writes a little-endian doubleword at `seg:offset`.
+    pub fn write_u32(
+        &self,
+        bus: &mut dyn Bus,
+        seg: SegReg,
+        offset: u32,
+        value: u32,
+    ) -> Result<(), Exception> {
+        self.write_virt(bus, seg, offset, &value.to_le_bytes())
+    }
+
+    /// Reads a doubleword of linear memory (descriptor tables, the IDT).
+    pub fn read_linear_u32(&self, bus: &mut dyn Bus, addr: LinearAddr) -> Result<u32, Exception> {
+        let mut b = [0u8; 4];
+        self.read_linear(bus, addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Reads a quadword of linear memory (one descriptor).
+    pub fn read_linear_u64(&self, bus: &mut dyn Bus, addr: LinearAddr) -> Result<u64, Exception> {
+        let mut b = [0u8; 8];
+        self.read_linear(bus, addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The stack pointer as the stack's address size sees it: ESP for a
+    /// 32-bit stack segment (SS.B = 1), SP for a 16-bit one (SDM Vol. 3A
+    /// §3.4.5, the B flag).
+    pub fn stack_pointer(&self) -> u32 {
+        let esp = self.gpr[gpr::ESP];
+        if self.segment(SegReg::Ss).is_32bit() {
+            esp
+        } else {
+            esp & 0xFFFF
+        }
+    }
+
+    /// Replaces the stack pointer, touching only SP on a 16-bit stack: the
+    /// upper half of ESP is preserved there, as on hardware.
+    pub fn set_stack_pointer(&mut self, sp: u32) {
+        if self.segment(SegReg::Ss).is_32bit() {
+            self.gpr[gpr::ESP] = sp;
+        } else {
+            self.gpr[gpr::ESP] = (self.gpr[gpr::ESP] & 0xFFFF_0000) | (sp & 0xFFFF);
+        }
+    }
+
+    /// The stack pointer after moving it by `delta` bytes, wrapped at the
+    /// stack's address size.
+    pub fn stack_pointer_plus(&self, delta: i32) -> u32 {
+        let sp = self.stack_pointer().wrapping_add(delta as u32);
+        if self.segment(SegReg::Ss).is_32bit() {
+            sp
+        } else {
+            sp & 0xFFFF
+        }
+    }
+
+    /// Pushes the low `size` bytes (2 or 4) of `value` on SS:ESP.
+    ///
+    /// The write happens before ESP changes, so a #SS or #PF leaves ESP as
+    /// it was (SDM Vol. 2B PUSH: "If a fault occurs, ESP is unchanged").
+    /// Any size other than 2 or 4 is treated as 4.
+    pub fn push(&mut self, bus: &mut dyn Bus, value: u32, size: u32) -> Result<(), Exception> {
+        let size = if size == 2 { 2 } else { 4 };
+        let new_sp = self.stack_pointer_plus(-(size as i32));
+        let bytes = value.to_le_bytes();
+        self.write_virt(bus, SegReg::Ss, new_sp, &bytes[..size as usize])?;
+        self.set_stack_pointer(new_sp);
+        Ok(())
+    }
+
+    /// Pops `size` bytes (2 or 4) from SS:ESP, zero-extended.
+    pub fn pop(&mut self, bus: &mut dyn Bus, size: u32) -> Result<u32, Exception> {
+        let value = self.peek_stack(bus, 0, size)?;
+        let size = if size == 2 { 2 } else { 4 };
+        self.set_stack_pointer(self.stack_pointer_plus(size));
+        Ok(value)
+    }
+
+    /// Reads `size` bytes (2 or 4) at SS:(ESP + `offset`) without moving
+    /// ESP. Far returns and `iret` read their whole frame this way before
+    /// committing anything, so that a fault part-way leaves ESP untouched.
+    pub fn peek_stack(&self, bus: &mut dyn Bus, offset: u32, size: u32) -> Result<u32, Exception> {
+        let addr = self.stack_pointer_plus(offset as i32);
+        if size == 2 {
+            Ok(u32::from(self.read_u16(bus, SegReg::Ss, addr)?))
+        } else {
+            self.read_u32(bus, SegReg::Ss, addr)
+        }
+    }
+
+    /// Splits `len` bytes at `addr` into physically contiguous pieces,
+    /// translating each one.
+    fn translate_range(
+        &self,
+        addr: LinearAddr,
+        len: u32,
+        access: Access,
+    ) -> Result<Vec<(GuestPhysAddr, u32)>, Exception> {
+        let mut pieces = Vec::with_capacity(2);
+        let mut linear = addr.0;
+        let mut left = len;
+        while left > 0 {
+            let in_page = PAGE_SIZE - (linear % PAGE_SIZE);
+            let chunk = left.min(in_page);
+            pieces.push((self.translate_linear(LinearAddr(linear), access)?, chunk));
+            // The linear address space wraps at 4 GiB.
+            linear = linear.wrapping_add(chunk);
+            left -= chunk;
+        }
+        Ok(pieces)
+    }
+
+    /// Turns one linear address into a physical one. With paging off
+    /// (CR0.PG = 0) linear addresses are physical (SDM Vol. 3A §4.1.1); the
+    /// two-level page walker (§4.3) belongs here and will return #PF.
+    fn translate_linear(&self, addr: LinearAddr, _access: Access) -> Result<GuestPhysAddr, Exception> {
+        Ok(GuestPhysAddr(addr.0))
+    }
+}
+
+/// Buffer lengths in this crate are at most a few bytes; anything that does
+/// not fit in 32 bits is clamped, which makes the segment check fail rather
+/// than wrap.
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}

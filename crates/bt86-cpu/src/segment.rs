@@ -1,0 +1,547 @@
+//! Loading segment registers, LDTR and TR in protected mode, with every
+//! check the processor makes and the exact error code it reports.
+//!
+//! This module owns the privilege and type rules of Intel SDM Vol. 3A
+//! §5.5-5.8 as they apply to loads: `mov sreg`, `pop sreg` and `lds` and
+//! friends (the MOV and POP pseudocode in Vol. 2), the code-segment checks
+//! shared by far `jmp`/`call`/`ret`, `iret` and interrupt delivery, and
+//! `lldt`/`ltr`. Every successful load goes through [`Cpu::set_segment`] so
+//! that the native layer sees the generation counter move and rebuilds its
+//! shadow descriptors. It does not fetch instructions, push frames or
+//! decide where control goes: callers in `exec.rs` and `interrupt.rs` do.
+
+use bt86_machine::Bus;
+
+use crate::descriptor::{self, Descriptor, Fetched, GateKind, SegmentDescriptor, SegmentKind};
+use crate::exception::Exception;
+use crate::state::{Cpu, SegReg, Segment, Selector};
+
+fn gp(selector: Selector) -> Exception {
+    Exception::GeneralProtection(selector.error_code())
+}
+
+/// Checks a load of `selector` into DS, ES, FS, GS or SS without changing
+/// anything, and returns the hidden part the register would receive with
+/// the descriptor it came from (`None` for a null selector).
+///
+/// The rules are those of the MOV and POP pseudocode (SDM Vol. 2B) and
+/// Vol. 3A §5.6-5.7:
+/// - SS: a null selector raises #GP(0); otherwise the entry must be within
+///   the table, RPL and DPL must both equal CPL, and the segment must be a
+///   writable data segment, else #GP(selector); a not-present segment
+///   raises #SS(selector).
+/// - DS/ES/FS/GS: a null selector is allowed and makes the register
+///   unusable; otherwise the entry must be within the table and be a data
+///   segment or a readable code segment, and unless it is conforming code
+///   both RPL and CPL must be <= DPL, else #GP(selector); a not-present
+///   segment raises #NP(selector).
+///
+/// CS is never loaded this way (`mov cs` is #UD), so asking for it is #UD.
+pub fn check_data_segment(
+    cpu: &Cpu,
+    bus: &mut dyn Bus,
+    reg: SegReg,
+    selector: Selector,
+) -> Result<(Segment, Option<Fetched>), Exception> {
+    if reg == SegReg::Cs {
+        return Err(Exception::InvalidOpcode);
+    }
+    if selector.is_null() {
+        if reg == SegReg::Ss {
+            return Err(Exception::GeneralProtection(0));
+        }
+        // The register keeps the selector the guest wrote (its RPL too) but
+        // becomes unusable: any access through it raises #GP(0).
+        return Ok((Segment { selector, base: 0, limit: 0, access: 0 }, None));
+    }
+    let fetched = descriptor::fetch_descriptor(cpu, bus, selector)?;
+    let Descriptor::Segment(desc) = fetched.descriptor else {
+        return Err(gp(selector));
+    };
+    let cpl = cpu.cpl();
+    let rpl = selector.rpl();
+    let dpl = desc.dpl();
+    if reg == SegReg::Ss {
+        let writable_data = matches!(desc.kind(), Some(SegmentKind::Data { writable: true, .. }));
+        if rpl != cpl || !writable_data || dpl != cpl {
+            return Err(gp(selector));
+        }
+        if !desc.is_present() {
+            return Err(Exception::StackFault(selector.error_code()));
+        }
+    } else {
+        let privilege_applies = match desc.kind() {
+            Some(SegmentKind::Data { .. }) => true,
+            Some(SegmentKind::Code { readable: true, conforming }) => !conforming,
+            // Execute-only code, LDT and TSS descriptors cannot be loaded
+            // into a data segment register.
+            _ => return Err(gp(selector)),
+        };
+        if privilege_applies && (rpl > dpl || cpl > dpl) {
+            return Err(gp(selector));
+        }
+        if !desc.is_present() {
+            return Err(Exception::SegmentNotPresent(selector.error_code()));
+        }
+    }
+    // The hidden part records the Accessed bit that the load sets.
+    let mut segment = desc.to_segment(selector);
+    segment.access |= 1;
+    Ok((segment, Some(fetched)))
+}
+
+/// Loads DS, ES, FS, GS or SS from `selector` in protected mode: checks as
+/// in [`check_data_segment`], sets the descriptor's Accessed bit in guest
+/// memory, then replaces the register. On error nothing has changed.
+pub fn load_segment(cpu: &mut Cpu, bus: &mut dyn Bus, reg: SegReg, selector: Selector) -> Result<(), Exception> {
+    let (segment, fetched) = check_data_segment(cpu, bus, reg, selector)?;
+    if let Some(fetched) = fetched {
+        descriptor::set_accessed(cpu, bus, &fetched)?;
+    }
+    cpu.set_segment(reg, segment);
+    Ok(())
+}
+
+/// Why CS is being loaded: each kind of transfer has its own privilege
+/// rules for the target code segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// Far `jmp` or `call` straight to a code segment (SDM Vol. 3A §5.8.1):
+    /// no privilege change.
+    JmpOrCall,
+    /// Far `ret` or `iret` (Vol. 3A §5.8.6, Vol. 2 RET/IRET): the return
+    /// selector's RPL is the new CPL and must be >= CPL.
+    Return,
+    /// Through an interrupt or trap gate (Vol. 3A §6.12.1): the target's
+    /// DPL must be <= CPL. `ext` is the EXT bit of any error code, set when
+    /// the event came from outside the program.
+    Interrupt { ext: bool },
+}
+
+/// A checked far-transfer target: the hidden part CS will receive (its
+/// selector already carrying the new CPL as RPL) and the descriptor it came
+/// from, so the caller can set the Accessed bit when it commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeTarget {
+    pub segment: Segment,
+    pub fetched: Fetched,
+    /// The privilege level the processor will run at after the transfer.
+    pub new_cpl: u8,
+}
+
+impl CodeTarget {
+    /// Whether the transfer changes the privilege level.
+    pub fn changes_privilege(&self, cpu: &Cpu) -> bool {
+        self.new_cpl != cpu.cpl()
+    }
+}
+
+/// Checks `selector` as the target code segment of a far transfer and
+/// returns what CS will hold, without changing anything. The EIP limit
+/// check is left to the caller, which knows the new EIP.
+///
+/// For [`Transfer::JmpOrCall`] a call gate, task gate or TSS is recognised
+/// but unsupported in this milestone: it raises #GP(selector) with a
+/// warning, and the gate path slots in here later.
+pub fn check_code_segment(
+    cpu: &Cpu,
+    bus: &mut dyn Bus,
+    selector: Selector,
+    transfer: Transfer,
+) -> Result<CodeTarget, Exception> {
+    let ext = u16::from(matches!(transfer, Transfer::Interrupt { ext: true }));
+    let gp_sel = Exception::GeneralProtection(selector.error_code() | ext);
+    if selector.is_null() {
+        return Err(Exception::GeneralProtection(ext));
+    }
+    let fetched = descriptor::read_descriptor(cpu, bus, selector)?.ok_or(gp_sel)?;
+    let desc: SegmentDescriptor = match fetched.descriptor {
+        Descriptor::Segment(d) if matches!(d.kind(), Some(SegmentKind::Code { .. })) => d,
+        Descriptor::Segment(d) if transfer == Transfer::JmpOrCall && matches!(d.kind(), Some(SegmentKind::Tss { .. })) => {
+            log::warn!("unsupported: far jmp/call to TSS {selector} (task switch)");
+            return Err(gp_sel);
+        }
+        Descriptor::Gate(g) if transfer == Transfer::JmpOrCall && matches!(g.kind, GateKind::Call | GateKind::Task) => {
+            log::warn!("unsupported: far jmp/call through a {:?} gate at {selector}", g.kind);
+            return Err(gp_sel);
+        }
+        _ => return Err(gp_sel),
+    };
+    let Some(SegmentKind::Code { conforming, .. }) = desc.kind() else {
+        return Err(gp_sel);
+    };
+    let cpl = cpu.cpl();
+    let rpl = selector.rpl();
+    let dpl = desc.dpl();
+    let new_cpl = match transfer {
+        // SDM Vol. 2 JMP/CALL, "CONFORMING-CODE-SEGMENT" and
+        // "NONCONFORMING-CODE-SEGMENT": CPL never changes, CS.RPL <- CPL.
+        Transfer::JmpOrCall => {
+            let allowed = if conforming { dpl <= cpl } else { rpl <= cpl && dpl == cpl };
+            if !allowed {
+                return Err(gp_sel);
+            }
+            cpl
+        }
+        // SDM Vol. 2 RET and IRET: the returned-to RPL becomes CPL.
+        Transfer::Return => {
+            let allowed = rpl >= cpl && if conforming { dpl <= rpl } else { dpl == rpl };
+            if !allowed {
+                return Err(gp_sel);
+            }
+            rpl
+        }
+        // SDM Vol. 2 INT n, "TRAP-OR-INTERRUPT-GATE": a handler never runs
+        // less privileged than the interrupted code; a non-conforming one
+        // runs at its DPL, a conforming one at the current CPL.
+        Transfer::Interrupt { .. } => {
+            if dpl > cpl {
+                return Err(gp_sel);
+            }
+            if conforming { cpl } else { dpl }
+        }
+    };
+    if !desc.is_present() {
+        return Err(Exception::SegmentNotPresent(selector.error_code() | ext));
+    }
+    let mut segment = desc.to_segment(Selector((selector.0 & !3) | u16::from(new_cpl)));
+    segment.access |= 1;
+    Ok(CodeTarget { segment, fetched, new_cpl })
+}
+
+/// Commits a checked far transfer: checks `eip` against the new code
+/// segment's limit (#GP(0) otherwise, or #GP(EXT) for interrupts), sets the
+/// Accessed bit, loads CS and EIP.
+pub fn commit_code_target(
+    cpu: &mut Cpu,
+    bus: &mut dyn Bus,
+    target: &CodeTarget,
+    eip: u32,
+    ext: bool,
+) -> Result<(), Exception> {
+    if eip > target.segment.limit {
+        return Err(Exception::GeneralProtection(u16::from(ext)));
+    }
+    descriptor::set_accessed(cpu, bus, &target.fetched)?;
+    cpu.set_segment(SegReg::Cs, target.segment);
+    cpu.eip = eip;
+    Ok(())
+}
+
+/// Loads CS:EIP for a far transfer at the same privilege level: the checks
+/// of [`check_code_segment`], then [`commit_code_target`]. Transfers that
+/// would change CPL (a far `ret` or `iret` to an outer level) are later
+/// work and raise #GP(selector) with a warning.
+pub fn load_cs_for_transfer(
+    cpu: &mut Cpu,
+    bus: &mut dyn Bus,
+    selector: Selector,
+    eip: u32,
+    transfer: Transfer,
+) -> Result<(), Exception> {
+    let target = check_code_segment(cpu, bus, selector, transfer)?;
+    let ext = matches!(transfer, Transfer::Interrupt { ext: true });
+    if target.changes_privilege(cpu) {
+        log::warn!(
+            "unsupported: {transfer:?} to {selector} changes CPL from {} to {}",
+            cpu.cpl(),
+            target.new_cpl
+        );
+        return Err(Exception::GeneralProtection(selector.error_code() | u16::from(ext)));
+    }
+    commit_code_target(cpu, bus, &target, eip, ext)
+}
+
+/// `lldt`: loads LDTR from a GDT selector (SDM Vol. 2A LLDT). A null
+/// selector makes LDTR unusable; a selector into the LDT, beyond the GDT
+/// limit or naming anything but an LDT descriptor raises #GP(selector); a
+/// not-present LDT raises #NP(selector). The CPL 0 check belongs to the
+/// caller.
+pub fn load_ldtr(cpu: &mut Cpu, bus: &mut dyn Bus, selector: Selector) -> Result<(), Exception> {
+    if selector.is_null() {
+        cpu.ldtr = Segment { selector, base: 0, limit: 0, access: 0 };
+        return Ok(());
+    }
+    if selector.is_ldt() {
+        return Err(gp(selector));
+    }
+    let fetched = descriptor::fetch_descriptor(cpu, bus, selector)?;
+    let Descriptor::Segment(desc) = fetched.descriptor else {
+        return Err(gp(selector));
+    };
+    if desc.kind() != Some(SegmentKind::Ldt) {
+        return Err(gp(selector));
+    }
+    if !desc.is_present() {
+        return Err(Exception::SegmentNotPresent(selector.error_code()));
+    }
+    cpu.ldtr = desc.to_segment(selector);
+    Ok(())
+}
+
+/// `ltr`: loads TR from a GDT selector and marks the TSS busy in the GDT
+/// (SDM Vol. 2A LTR). A null selector raises #GP(0); an LDT selector, one
+/// beyond the GDT limit, or one naming anything but an available TSS
+/// raises #GP(selector); a not-present TSS raises #NP(selector). The CPL 0
+/// check belongs to the caller.
+pub fn load_tr(cpu: &mut Cpu, bus: &mut dyn Bus, selector: Selector) -> Result<(), Exception> {
+    if selector.is_null() {
+        return Err(Exception::GeneralProtection(0));
+    }
+    if selector.is_ldt() {
+        return Err(gp(selector));
+    }
+    let fetched = descriptor::fetch_descriptor(cpu, bus, selector)?;
+    let Descriptor::Segment(desc) = fetched.descriptor else {
+        return Err(gp(selector));
+    };
+    if !matches!(desc.kind(), Some(SegmentKind::Tss { busy: false, .. })) {
+        return Err(gp(selector));
+    }
+    if !desc.is_present() {
+        return Err(Exception::SegmentNotPresent(selector.error_code()));
+    }
+    descriptor::set_tss_busy(cpu, bus, &fetched)?;
+    let mut tr = desc.to_segment(selector);
+    tr.access |= 0x2;
+    cpu.tr = tr;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::encode_segment;
+    use crate::test_bus::TestBus;
+    use proptest::prelude::*;
+
+    const GDT: u32 = 0x1000;
+
+    /// A CPU at `cpl` with a GDT at 0x1000 holding `entries` (entry 0 is
+    /// the null descriptor).
+    fn setup(cpl: u8, entries: &[u64]) -> (Cpu, TestBus) {
+        let mut bus = TestBus::new(0x10000);
+        let mut cpu = Cpu::new();
+        cpu.gdtr.base = GDT;
+        cpu.gdtr.limit = (8 * (entries.len() + 1) - 1) as u16;
+        for (i, raw) in entries.iter().enumerate() {
+            bus.write_u64(GDT + 8 * (i as u32 + 1), *raw);
+        }
+        let cs = cpu.seg[SegReg::Cs as usize];
+        cpu.seg[SegReg::Cs as usize].selector = Selector((cs.selector.0 & !3) | u16::from(cpl));
+        (cpu, bus)
+    }
+
+    /// Access rights: present, S, the given DPL and type, 32-bit, 4 KiB
+    /// granularity.
+    fn acc(dpl: u8, ty: u8) -> u16 {
+        0xC090 | (u16::from(dpl) << 5) | u16::from(ty)
+    }
+
+    #[test]
+    fn data_segment_loads() {
+        use Exception::*;
+        // (reg, cpl, descriptor access at GDT index 1, selector, expected)
+        let cases: &[(SegReg, u8, u16, u16, Result<(), Exception>)] = &[
+            (SegReg::Ds, 0, acc(0, 0x3), 0x08, Ok(())),
+            (SegReg::Ds, 3, acc(0, 0x3), 0x0B, Err(GeneralProtection(0x08))), // CPL > DPL
+            (SegReg::Ds, 0, acc(0, 0x3), 0x0B, Err(GeneralProtection(0x08))), // RPL > DPL
+            (SegReg::Ds, 3, acc(3, 0x3), 0x0B, Ok(())),
+            (SegReg::Ds, 3, acc(0, 0xE), 0x0B, Ok(())), // conforming readable code: no privilege check
+            (SegReg::Ds, 0, acc(0, 0x8), 0x08, Err(GeneralProtection(0x08))), // execute-only code
+            (SegReg::Ds, 0, acc(0, 0xA), 0x08, Ok(())), // readable code
+            (SegReg::Ds, 0, 0x0089, 0x08, Err(GeneralProtection(0x08))), // a TSS
+            (SegReg::Es, 0, acc(0, 0x3) & !0x80, 0x08, Err(SegmentNotPresent(0x08))),
+            (SegReg::Fs, 0, acc(0, 0x3), 0x10, Err(GeneralProtection(0x10))), // beyond the GDT
+            (SegReg::Gs, 3, acc(0, 0x3), 0x03, Ok(())), // null selector is fine for GS
+            (SegReg::Ss, 0, acc(0, 0x3), 0x00, Err(GeneralProtection(0))),
+            (SegReg::Ss, 0, acc(0, 0x3), 0x08, Ok(())),
+            (SegReg::Ss, 0, acc(0, 0x1), 0x08, Err(GeneralProtection(0x08))), // read-only
+            (SegReg::Ss, 3, acc(3, 0x3), 0x08, Err(GeneralProtection(0x08))), // RPL != CPL
+            (SegReg::Ss, 0, acc(3, 0x3), 0x08, Err(GeneralProtection(0x08))), // DPL != CPL
+            (SegReg::Ss, 0, acc(0, 0x3) & !0x80, 0x08, Err(StackFault(0x08))),
+            (SegReg::Cs, 0, acc(0, 0xA), 0x08, Err(InvalidOpcode)),
+        ];
+        for &(reg, cpl, access, sel, expected) in cases {
+            let (mut cpu, mut bus) = setup(cpl, &[encode_segment(0x1234_0000, 0xFFFFF, access)]);
+            let before = cpu.clone();
+            let result = load_segment(&mut cpu, &mut bus, reg, Selector(sel));
+            assert_eq!(result, expected, "{reg:?} cpl {cpl} access {access:#x} selector {sel:#x}");
+            if result.is_ok() {
+                let seg = cpu.segment(reg);
+                assert_eq!(seg.selector, Selector(sel));
+                if Selector(sel).is_null() {
+                    assert_eq!(seg.access, 0, "a null load leaves the register unusable");
+                } else {
+                    assert_eq!(seg.base, 0x1234_0000);
+                    assert_eq!(seg.access, access | 1);
+                    // The Accessed bit was set in the GDT, too.
+                    assert_eq!(bus.ram[(GDT + 8 + 5) as usize] & 1, 1);
+                }
+            } else {
+                assert_eq!(cpu, before, "a failed load changes nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn generation_counter_moves_only_on_change() {
+        let (mut cpu, mut bus) = setup(0, &[encode_segment(0, 0xFFFFF, acc(0, 0x3))]);
+        let g = cpu.segment_generation;
+        load_segment(&mut cpu, &mut bus, SegReg::Fs, Selector(0x08)).unwrap();
+        assert_eq!(cpu.segment_generation, g + 1);
+        load_segment(&mut cpu, &mut bus, SegReg::Fs, Selector(0x08)).unwrap();
+        assert_eq!(cpu.segment_generation, g + 1);
+    }
+
+    #[test]
+    fn code_targets() {
+        use Exception::*;
+        // (transfer, cpl, code access, selector, expected new CPL or error)
+        let cases: &[(Transfer, u8, u16, u16, Result<u8, Exception>)] = &[
+            (Transfer::JmpOrCall, 0, acc(0, 0xA), 0x08, Ok(0)),
+            (Transfer::JmpOrCall, 3, acc(3, 0xA), 0x0B, Ok(3)),
+            (Transfer::JmpOrCall, 3, acc(0, 0xA), 0x08, Err(GeneralProtection(0x08))), // DPL != CPL
+            (Transfer::JmpOrCall, 0, acc(0, 0xA), 0x0B, Err(GeneralProtection(0x08))), // RPL > CPL
+            (Transfer::JmpOrCall, 3, acc(0, 0xE), 0x0B, Ok(3)), // conforming: CPL stays 3
+            (Transfer::JmpOrCall, 0, acc(3, 0xE), 0x08, Err(GeneralProtection(0x08))), // conforming DPL > CPL
+            (Transfer::JmpOrCall, 0, acc(0, 0x3), 0x08, Err(GeneralProtection(0x08))), // data
+            (Transfer::JmpOrCall, 0, acc(0, 0xA) & !0x80, 0x08, Err(SegmentNotPresent(0x08))),
+            (Transfer::JmpOrCall, 0, acc(0, 0xA), 0x00, Err(GeneralProtection(0))),
+            (Transfer::Return, 0, acc(3, 0xA), 0x0B, Ok(3)),
+            (Transfer::Return, 3, acc(0, 0xA), 0x08, Err(GeneralProtection(0x08))), // RPL < CPL
+            (Transfer::Return, 0, acc(0, 0xA), 0x0B, Err(GeneralProtection(0x08))), // DPL != RPL
+            (Transfer::Interrupt { ext: true }, 3, acc(0, 0xA), 0x08, Ok(0)),
+            (Transfer::Interrupt { ext: true }, 0, acc(3, 0xA), 0x08, Err(GeneralProtection(0x09))),
+            (Transfer::Interrupt { ext: false }, 0, acc(0, 0x3), 0x08, Err(GeneralProtection(0x08))),
+            (Transfer::Interrupt { ext: true }, 0, acc(0, 0xA) & !0x80, 0x08, Err(SegmentNotPresent(0x09))),
+        ];
+        for &(transfer, cpl, access, sel, expected) in cases {
+            let (cpu, mut bus) = setup(cpl, &[encode_segment(0, 0xFFFFF, access)]);
+            let got = check_code_segment(&cpu, &mut bus, Selector(sel), transfer).map(|t| t.new_cpl);
+            assert_eq!(got, expected, "{transfer:?} cpl {cpl} access {access:#x} sel {sel:#x}");
+        }
+    }
+
+    #[test]
+    fn far_transfer_checks_eip_limit() {
+        let (mut cpu, mut bus) = setup(0, &[encode_segment(0, 0xFFFF, 0x409A)]);
+        assert_eq!(
+            load_cs_for_transfer(&mut cpu, &mut bus, Selector(0x08), 0x1_0000, Transfer::JmpOrCall),
+            Err(Exception::GeneralProtection(0))
+        );
+        load_cs_for_transfer(&mut cpu, &mut bus, Selector(0x08), 0xFFFF, Transfer::JmpOrCall).unwrap();
+        assert_eq!((cpu.segment(SegReg::Cs).selector, cpu.eip), (Selector(0x08), 0xFFFF));
+    }
+
+    #[test]
+    fn ldtr_and_tr_loads() {
+        use Exception::*;
+        let entries = [
+            encode_segment(0x5000, 0x1F, 0x0082),        // 0x08: LDT
+            encode_segment(0x6000, 0x67, 0x0089),        // 0x10: available 32-bit TSS
+            encode_segment(0x6000, 0x67, 0x008B),        // 0x18: busy TSS
+            encode_segment(0x6000, 0x67, 0x0009),        // 0x20: not-present TSS
+            encode_segment(0, 0xFFFFF, acc(0, 0x3)),     // 0x28: data
+        ];
+        // (is_ltr, selector, expected)
+        let cases: &[(bool, u16, Result<(), Exception>)] = &[
+            (false, 0x08, Ok(())),
+            (false, 0x00, Ok(())),
+            (false, 0x0C, Err(GeneralProtection(0x0C))), // the error code keeps TI
+            (false, 0x10, Err(GeneralProtection(0x10))),
+            (false, 0x30, Err(GeneralProtection(0x30))),
+            (true, 0x10, Ok(())),
+            (true, 0x00, Err(GeneralProtection(0))),
+            (true, 0x18, Err(GeneralProtection(0x18))),
+            (true, 0x20, Err(SegmentNotPresent(0x20))),
+            (true, 0x28, Err(GeneralProtection(0x28))),
+            (true, 0x08, Err(GeneralProtection(0x08))),
+        ];
+        for &(is_ltr, sel, expected) in cases {
+            let (mut cpu, mut bus) = setup(0, &entries);
+            let result = if is_ltr {
+                load_tr(&mut cpu, &mut bus, Selector(sel))
+            } else {
+                load_ldtr(&mut cpu, &mut bus, Selector(sel))
+            };
+            assert_eq!(result, expected, "ltr={is_ltr} selector {sel:#x}");
+            if result.is_ok() && is_ltr {
+                assert_eq!(cpu.tr.selector, Selector(sel));
+                assert_eq!(cpu.tr.type_bits(), 0xB, "TR caches a busy TSS");
+                let type_in_gdt = bus.ram[(GDT + u32::from(sel) + 5) as usize] & 0xF;
+                assert_eq!(type_in_gdt, 0xB, "ltr marks the TSS busy in the GDT");
+            }
+            if result.is_ok() && !is_ltr && sel != 0 {
+                assert_eq!((cpu.ldtr.base, cpu.ldtr.limit), (0x5000, 0x1F));
+            }
+        }
+    }
+
+    /// The reference model for data-segment loads, written straight from
+    /// the SDM's MOV pseudocode using raw descriptor bits, independently
+    /// of `Descriptor::parse`.
+    fn reference_load(reg: SegReg, cpl: u8, sel: u16, gdt_entries: usize, raw: u64) -> Result<(), Exception> {
+        let index = usize::from(sel >> 3);
+        let rpl = (sel & 3) as u8;
+        let ti = sel & 4 != 0;
+        let err = sel & 0xFFFC;
+        let s_bit = (raw >> 44) & 1 == 1;
+        let ty = ((raw >> 40) & 0xF) as u8;
+        let dpl = ((raw >> 45) & 3) as u8;
+        let present = (raw >> 47) & 1 == 1;
+        let is_null = sel & 0xFFFC == 0;
+        // The LDT is unusable in this model, so every TI=1 selector is
+        // beyond its table; GDT index i exists when i <= gdt_entries.
+        let in_table = !ti && index <= gdt_entries;
+        let is_code = s_bit && ty & 8 != 0;
+        let is_data = s_bit && ty & 8 == 0;
+        if reg == SegReg::Ss {
+            if is_null {
+                return Err(Exception::GeneralProtection(0));
+            }
+            if !in_table || rpl != cpl || !(is_data && ty & 2 != 0) || dpl != cpl {
+                return Err(Exception::GeneralProtection(err));
+            }
+            if !present {
+                return Err(Exception::StackFault(err));
+            }
+            return Ok(());
+        }
+        if is_null {
+            return Ok(());
+        }
+        let readable_code = is_code && ty & 2 != 0;
+        let conforming = is_code && ty & 4 != 0;
+        if !in_table || !(is_data || readable_code) || (!conforming && (rpl > dpl || cpl > dpl)) {
+            return Err(Exception::GeneralProtection(err));
+        }
+        if !present {
+            return Err(Exception::SegmentNotPresent(err));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn segment_loads_match_the_sdm(
+            reg in prop::sample::select(vec![SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss]),
+            cpl in 0u8..4,
+            // Keep selectors near the table so that both in- and
+            // out-of-limit indexes are common.
+            sel in (0u16..6).prop_flat_map(|i| (0u16..8).prop_map(move |low| (i << 3) | low)),
+            gdt_entries in 1usize..4,
+            access_byte in any::<u8>(),
+            flags_nibble in any::<u8>(),
+            base in any::<u32>(),
+            limit in 0u32..0x10_0000,
+        ) {
+            let raw = encode_segment(base, limit, u16::from(access_byte) | (u16::from(flags_nibble & 0xF0) << 8));
+            let entries = vec![raw; gdt_entries];
+            let (mut cpu, mut bus) = setup(cpl, &entries);
+            let expected = reference_load(reg, cpl, sel, gdt_entries, raw);
+            let got = load_segment(&mut cpu, &mut bus, reg, Selector(sel));
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

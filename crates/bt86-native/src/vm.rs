@@ -1,0 +1,664 @@
+//! The run loop: translate, enter, exit, emulate, repeat.
+//!
+//! A [`Vm`] owns the address space, the shadow LDT, the translation cache,
+//! the virtual CPU and the machine. [`Vm::run`] is the monitor's main loop
+//! (brief §4): find or translate the unit at the guest's EIP, enter it
+//! through the world switch, and when translated code exits, find out why
+//! from the exit id and act in ordinary Rust: chain a branch, resolve an
+//! indirect-branch miss, execute a callout on bt86-cpu, or turn a host
+//! fault into an emulated access, a self-modifying-code invalidation, or a
+//! guest exception delivered through the guest's IDT.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bt86_cpu::emulate::{emulate, EmulateError};
+use bt86_cpu::interrupt::{deliver_exception, deliver_interrupt, Shutdown, Source};
+use bt86_cpu::state::{cr, flags, gpr};
+use bt86_cpu::{Cpu, Exception, SegReg, Vector};
+use bt86_machine::{Bus, GuestPhysAddr, Machine};
+use bt86_translate::layout::{vcpu, MONITOR_BASE, STUB_PAGE};
+use bt86_translate::{CodeSource, ExitId, ExitKind, MapKind, Mode, TranslationCache, UnitId};
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
+
+use crate::addrspace::AddressSpace;
+use crate::ldt::{self, Ldt};
+use crate::{signals, switch, NativeError};
+
+/// Only one VM can own the low 4 GiB of a process at a time.
+static VM_EXISTS: AtomicBool = AtomicBool::new(false);
+
+/// Why [`Vm::run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest asked to stop: isa-debug-exit or ACPI power-off. The
+    /// value is the process exit status QEMU would use.
+    GuestExit(i32),
+    /// `hlt` with nothing that could ever wake the CPU: interrupts disabled,
+    /// or (in this milestone) no device that raises interrupts.
+    Halted { eip: u32, interrupts_enabled: bool },
+    /// A triple fault: the processor shut down.
+    Shutdown(Shutdown),
+    /// The monitor met something it cannot emulate.
+    Unsupported(String),
+    /// The run-time limit passed.
+    Timeout,
+    /// The instruction limit of [`Vm::run_steps`] was reached.
+    StepLimit,
+}
+
+/// What the debug log (`-d`) shows, as QEMU's flags of the same names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogFlags {
+    /// Each translated unit's guest instructions.
+    pub in_asm: bool,
+    /// Each translated unit's TC code.
+    pub out_asm: bool,
+    /// Each exception and interrupt delivered.
+    pub int: bool,
+    /// Each unit entered from the monitor (chained transfers stay inside
+    /// the TC and are not seen, as with QEMU without `-d nochain`).
+    pub exec: bool,
+}
+
+/// Counters of the monitor, shown by `--stats` beside the translator's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// World switches into translated code.
+    pub entries: u64,
+    /// Exits by reason.
+    pub exits: BTreeMap<&'static str, u64>,
+    /// Callouts by class.
+    pub callouts: BTreeMap<&'static str, u64>,
+    /// Guest exceptions delivered, by mnemonic.
+    pub exceptions: BTreeMap<&'static str, u64>,
+    /// Software interrupts delivered by `int n`.
+    pub software_interrupts: u64,
+    /// Indirect-branch lookups that missed (exited) and that hit (stayed in
+    /// the TC).
+    pub ib_misses: u64,
+    pub ib_hits: u64,
+    /// Instructions emulated after a host fault (monitor area, page 0,
+    /// unbacked physical addresses).
+    pub emulated_accesses: u64,
+    /// Writes that hit a write-protected code page.
+    pub smc_faults: u64,
+    /// Guest pages write-protected because they hold translated code.
+    pub protected_pages: u64,
+    /// `modify_ldt` calls made to update shadow segments.
+    pub ldt_writes: u64,
+    /// Nanoseconds spent in the guest (including chained execution) and in
+    /// the monitor.
+    pub guest_time: Duration,
+    pub monitor_time: Duration,
+}
+
+/// A virtual machine on this host.
+pub struct Vm {
+    space: AddressSpace,
+    ldt: Ldt,
+    tc: TranslationCache,
+    pub cpu: Cpu,
+    pub machine: Machine,
+    pub stats: RunStats,
+    pub log: LogFlags,
+    log_sink: Option<Box<dyn Write + Send>>,
+    /// Guest pages write-protected for self-modifying-code detection.
+    protected: HashSet<u32>,
+    /// Segment generation the shadows were last built for.
+    shadow_generation: Option<u64>,
+    /// Run the instruction at this EIP once in a single-step unit that does
+    /// not protect its page (after a write to a code page).
+    step_once: Option<u32>,
+    deadline: Option<Instant>,
+}
+
+/// Reads guest code for the translator: paging is off, so linear =
+/// physical, and every address reads as the bus says (RAM, or the
+/// unassigned value).
+struct GuestCode<'a>(&'a mut Machine);
+
+impl CodeSource for GuestCode<'_> {
+    fn read_code(&mut self, eip: u32, buf: &mut [u8]) {
+        self.0.read_phys(GuestPhysAddr(eip), buf);
+    }
+}
+
+impl Vm {
+    /// Builds the VM around `machine` (whose RAM must be file-backed, see
+    /// [`crate::create_ram`]) and a CPU in its boot state.
+    pub fn new(machine: Machine, cpu: Cpu) -> Result<Vm, NativeError> {
+        crate::check_host()?;
+        if VM_EXISTS.swap(true, Ordering::SeqCst) {
+            return Err(NativeError::AlreadyRunning);
+        }
+        let result = Self::build(machine, cpu);
+        if result.is_err() {
+            VM_EXISTS.store(false, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn build(machine: Machine, cpu: Cpu) -> Result<Vm, NativeError> {
+        let file = machine.ram().file().ok_or(NativeError::RamNotFileBacked)?;
+        let mut space = AddressSpace::new(file, machine.ram().size())?;
+        let ldt = Ldt::new()?;
+        signals::install()?;
+        signals::ensure_alt_stack()?;
+        // The landing pad must live below 4 GiB; copy it into the stub page.
+        let landing = switch::landing_template();
+        space.monitor_write(STUB_PAGE, landing);
+        let tc = TranslationCache::new(&mut space.monitor());
+        // Far pointers: entry (to the 32-bit entry trampoline under the TC
+        // code selector) and exit (to the landing pad under the host's
+        // 64-bit selector).
+        let mut farptr = [0u8; 6];
+        farptr[..4].copy_from_slice(&tc.entry_trampoline().0.to_le_bytes());
+        farptr[4..].copy_from_slice(&ldt::CODE_SELECTOR.to_le_bytes());
+        space.vcpu_write(vcpu::ENTRY_FARPTR, &farptr);
+        farptr[..4].copy_from_slice(&signals::LANDING.to_le_bytes());
+        farptr[4..].copy_from_slice(&ldt::HOST_CODE64_SELECTOR.to_le_bytes());
+        space.vcpu_write(vcpu::EXIT_FARPTR, &farptr);
+        space.vcpu_write(vcpu::GUEST_GS, &ldt::MONITOR_SELECTOR.to_le_bytes());
+        space.vcpu_write(vcpu::GUEST_FX, &cpu.fpu[..]);
+        // The signal trampoline needs this thread's FS base before it may
+        // run any Rust code.
+        switch::record_host_fs_base();
+        Ok(Vm {
+            space,
+            ldt,
+            tc,
+            cpu,
+            machine,
+            stats: RunStats::default(),
+            log: LogFlags::default(),
+            log_sink: None,
+            protected: HashSet::new(),
+            shadow_generation: None,
+            step_once: None,
+            deadline: None,
+        })
+    }
+
+    /// Sends the `-d` log and `--trace` output to `sink`.
+    pub fn set_log(&mut self, flags: LogFlags, sink: Box<dyn Write + Send>) {
+        self.log = flags;
+        self.log_sink = Some(sink);
+    }
+
+    /// Stops the run with [`Exit::Timeout`] once `deadline` has passed. The
+    /// check happens on exits; a guest spinning in chained code is stopped by
+    /// the caller's watchdog instead.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// The translation cache, for statistics and the debugger.
+    pub fn translation_cache(&self) -> &TranslationCache {
+        &self.tc
+    }
+
+    /// Copies the live x87/SSE state into `cpu.fpu`.
+    pub fn sync_fpu(&mut self) {
+        let fx = self.space.monitor_bytes(vcpu::GUEST_FX, self.cpu.fpu.len()).to_vec();
+        self.cpu.fpu.copy_from_slice(&fx);
+    }
+
+    /// Runs until the guest stops.
+    pub fn run(&mut self) -> Result<Exit, NativeError> {
+        self.run_loop(None)
+    }
+
+    /// Runs at most `max_exits` trips through the monitor (for tests).
+    pub fn run_steps(&mut self, max_exits: u64) -> Result<Exit, NativeError> {
+        self.run_loop(Some(max_exits))
+    }
+
+    fn mode(&self, single_step: bool) -> Mode {
+        let cr0 = self.cpu.cr0;
+        Mode {
+            fpu_trap: cr0 & (cr::CR0_TS | cr::CR0_EM) != 0,
+            fpu_emulate: cr0 & cr::CR0_EM != 0,
+            single_step,
+        }
+    }
+
+    fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
+        let mut trips = 0u64;
+        loop {
+            if let Some(status) = self.machine.power().exit_status() {
+                return Ok(Exit::GuestExit(status));
+            }
+            if self.cpu.halted {
+                return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: self.cpu.interrupts_enabled() });
+            }
+            if let Some(deadline) = self.deadline {
+                if Instant::now() >= deadline {
+                    return Ok(Exit::Timeout);
+                }
+            }
+            if let Some(max) = limit {
+                if trips >= max {
+                    return Ok(Exit::StepLimit);
+                }
+            }
+            trips += 1;
+            // EFLAGS.TF: a #DB trap after every guest instruction, so run
+            // one instruction per unit and come back (SDM Vol. 3A §17.3.1.4).
+            let trap_flag = self.cpu.eflags & flags::TF != 0;
+            let step_once = self.step_once.take() == Some(self.cpu.eip);
+            let mode = self.mode(trap_flag || step_once);
+            let unit = self.unit_for(self.cpu.eip, mode, !step_once)?;
+            self.enter(unit)?;
+            if let Some(exit) = self.handle_exit(trap_flag)? {
+                return Ok(exit);
+            }
+        }
+    }
+
+    /// Finds or translates the unit for `eip` in `mode`; write-protects the
+    /// guest pages it was translated from unless told not to.
+    fn unit_for(&mut self, eip: u32, mode: Mode, protect: bool) -> Result<UnitId, NativeError> {
+        if let Some(id) = self.tc.lookup(eip, mode) {
+            return Ok(id);
+        }
+        let (id, _flushed) = self.tc.translate(&mut self.space.monitor(), &mut GuestCode(&mut self.machine), eip, mode);
+        let (start, end) = (self.tc.unit(id).guest_start, self.tc.unit(id).guest_end);
+        if protect && !mode.single_step {
+            let last = end.wrapping_sub(1).max(start) >> 12;
+            for page in start >> 12..=last {
+                if self.protected.insert(page) {
+                    self.space.protect_page(page, false).map_err(NativeError::Protect)?;
+                    self.stats.protected_pages += 1;
+                }
+            }
+        }
+        if self.log.in_asm || self.log.out_asm {
+            self.log_unit(id);
+        }
+        Ok(id)
+    }
+
+    fn log_unit(&mut self, id: UnitId) {
+        let u = self.tc.unit(id);
+        let code = self.space.monitor_bytes(u.tc.0 - MONITOR_BASE, u.tc_len as usize).to_vec();
+        let text = if self.log.out_asm {
+            bt86_translate::trace::format_unit(u.guest_start, &u.insns, u.end, &code, u.tc.0)
+        } else {
+            let mut s = format!("IN: unit {:#010x}\n", u.guest_start);
+            for t in &u.insns {
+                let _ = writeln!(s, "  {:08x}  {}", t.insn.ip32(), bt86_translate::trace::format_insn(&t.insn));
+            }
+            s
+        };
+        self.log_line(&text);
+    }
+
+    fn log_line(&mut self, text: &str) {
+        if let Some(sink) = self.log_sink.as_mut() {
+            let _ = sink.write_all(text.as_bytes());
+            if !text.ends_with('\n') {
+                let _ = sink.write_all(b"\n");
+            }
+        }
+    }
+
+    /// Rebuilds the LDT shadows if a segment register changed.
+    fn sync_shadows(&mut self) -> Result<(), NativeError> {
+        if self.shadow_generation == Some(self.cpu.segment_generation) {
+            return Ok(());
+        }
+        for (reg, field) in [
+            (SegReg::Ds, vcpu::GUEST_DS),
+            (SegReg::Es, vcpu::GUEST_ES),
+            (SegReg::Fs, vcpu::GUEST_FS),
+            (SegReg::Ss, vcpu::GUEST_SS),
+        ] {
+            let seg = *self.cpu.segment(reg);
+            let sel = self.ldt.shadow(reg, &seg)?;
+            self.space.vcpu_write(field, &sel.to_le_bytes());
+        }
+        self.stats.ldt_writes = self.ldt.writes;
+        self.shadow_generation = Some(self.cpu.segment_generation);
+        Ok(())
+    }
+
+    /// The world switch: guest registers into the VCPU page, run, and
+    /// back.
+    fn enter(&mut self, unit: UnitId) -> Result<(), NativeError> {
+        if self.log.exec {
+            let text = format!("exec: unit {:#010x} at {}", self.tc.unit(unit).guest_start, self.tc.unit(unit).tc);
+            self.log_line(&text);
+        }
+        self.enter_at(self.tc.unit(unit).tc.0)
+    }
+
+    /// Enters 32-bit code at host address `target` (a TC unit, or guest
+    /// code itself for a direct call).
+    pub(crate) fn enter_at(&mut self, target: u32) -> Result<(), NativeError> {
+        self.sync_shadows()?;
+        let mut regs = [0u8; 36];
+        for (i, r) in self.cpu.gpr.iter().enumerate() {
+            regs[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+        }
+        regs[32..36].copy_from_slice(&self.cpu.eflags.to_le_bytes());
+        self.space.vcpu_write(vcpu::GPR, &regs);
+        self.space.vcpu_write(vcpu::ENTRY_TARGET, &target.to_le_bytes());
+        self.stats.entries += 1;
+        let t0 = Instant::now();
+        // SAFETY: the VCPU page is set up (far pointers, shadow selectors
+        // synced above, entry target inside the TC), the landing pad was
+        // copied at construction, and the fault handlers and this thread's
+        // alternate stack are installed.
+        unsafe { switch::bt86_world_enter(u64::from(MONITOR_BASE)) };
+        self.stats.guest_time += t0.elapsed();
+        for i in 0..8 {
+            self.cpu.gpr[i] = self.space.vcpu_read(vcpu::GPR + 4 * i as u32);
+        }
+        let real = self.space.vcpu_read(vcpu::EFLAGS);
+        self.cpu.eflags = (self.cpu.eflags & !flags::NATIVE) | (real & flags::NATIVE);
+        Ok(())
+    }
+
+    fn count_exit(&mut self, reason: &'static str) {
+        *self.stats.exits.entry(reason).or_default() += 1;
+    }
+
+    /// Acts on the exit that just happened. `trap_flag` says whether TF was
+    /// set when the unit was entered (single-step mode).
+    fn handle_exit(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+        let t0 = Instant::now();
+        let id = ExitId(self.space.vcpu_read(vcpu::EXIT_ID));
+        self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
+        let result = match id {
+            ExitId::FAULT => self.host_fault(),
+            ExitId::INDIRECT_MISS => {
+                self.count_exit("indirect-miss");
+                self.stats.ib_misses += 1;
+                let target = self.space.vcpu_read(vcpu::IB_TARGET);
+                self.cpu.eip = target;
+                if !trap_flag {
+                    let unit = self.unit_for(target, self.mode(false), true)?;
+                    self.tc.install_indirect(&mut self.space.monitor(), unit);
+                }
+                self.single_step_trap(trap_flag)
+            }
+            id => match self.tc.exit(id).copied() {
+                Some(rec) => match rec.kind {
+                    ExitKind::Branch { target } => {
+                        self.count_exit("branch");
+                        self.cpu.eip = target;
+                        if !trap_flag {
+                            let generation = self.tc.generation();
+                            let to = self.unit_for(target, self.tc.unit(rec.unit).mode, true)?;
+                            if self.tc.generation() == generation {
+                                self.tc.chain(&mut self.space.monitor(), id, to);
+                            }
+                        }
+                        self.single_step_trap(trap_flag)
+                    }
+                    ExitKind::Callout { eip, insn, reason } => {
+                        self.count_exit("callout");
+                        *self.stats.callouts.entry(reason.class()).or_default() += 1;
+                        self.cpu.eip = eip;
+                        self.callout(&insn, trap_flag)
+                    }
+                    ExitKind::Fault { eip, exception } => {
+                        self.count_exit("fault");
+                        self.cpu.eip = eip;
+                        self.deliver(exception)
+                    }
+                },
+                None => Err(NativeError::Internal(format!("unknown exit id {}", id.0))),
+            },
+        };
+        self.stats.monitor_time += t0.elapsed();
+        result
+    }
+
+    /// After an instruction completed in single-step mode, the #DB trap.
+    fn single_step_trap(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+        if !trap_flag {
+            return Ok(None);
+        }
+        // DR6.BS: the debug exception was caused by single-step.
+        self.cpu.dr[6] |= 1 << 14;
+        self.deliver(Exception::Debug)
+    }
+
+    /// Executes a callout on the virtual CPU.
+    fn callout(&mut self, insn: &Instruction, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+        let software_int = matches!(insn.mnemonic(), Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1);
+        let result = match insn.mnemonic() {
+            // Indirect branches through a GS or CS override, and 16-bit
+            // near branches: read the target with full segment checks here.
+            Mnemonic::Jmp | Mnemonic::Call | Mnemonic::Ret if !insn.is_jmp_far() && !insn.is_call_far() => {
+                self.emulate_near_branch(insn).map(|_| bt86_cpu::exec::Effect::Continue).map_err(EmulateError::from)
+            }
+            _ => bt86_cpu::exec::execute(&mut self.cpu, &mut self.machine, insn, host_tsc()),
+        };
+        match result {
+            Ok(effect) => {
+                if software_int {
+                    self.stats.software_interrupts += 1;
+                    if self.log.int {
+                        let text = format!("int: {} at eip {:#010x}", bt86_translate::trace::format_insn(insn), insn.ip32());
+                        self.log_line(&text);
+                    }
+                }
+                if effect == bt86_cpu::exec::Effect::Halt {
+                    self.cpu.halted = true;
+                }
+                if software_int {
+                    // INT n clears TF for the handler; no single-step trap
+                    // follows it (SDM Vol. 3A §17.3.1.4).
+                    return Ok(None);
+                }
+                self.single_step_trap(trap_flag)
+            }
+            Err(EmulateError::Exception(exception)) => self.deliver(exception),
+            Err(e @ EmulateError::Unsupported { .. }) => Ok(Some(Exit::Unsupported(e.to_string()))),
+        }
+    }
+
+    /// `jmp`/`call` r/m with a GS or CS override, or a 16-bit near
+    /// branch: rare, so done here against the guest's real segments.
+    fn emulate_near_branch(&mut self, insn: &Instruction) -> Result<(), Exception> {
+        let op16 = insn.code().op_code().operand_size() == 16;
+        let size = if op16 { 2 } else { 4 };
+        let next = insn.next_ip32();
+        let mask = if op16 { 0xFFFF } else { 0xFFFF_FFFF };
+        let target = match insn.mnemonic() {
+            Mnemonic::Ret => {
+                let t = self.cpu.peek_stack(&mut self.machine, 0, size)?;
+                let pop = if insn.op_count() == 1 { u32::from(insn.immediate16()) } else { 0 };
+                self.cpu.pop(&mut self.machine, size)?;
+                let sp = self.cpu.stack_pointer_plus(pop as i32);
+                self.cpu.set_stack_pointer(sp);
+                t
+            }
+            _ if insn.op_count() == 1 && insn.op0_kind() == iced_x86::OpKind::Memory => {
+                let seg = SegReg::from_iced(insn.memory_segment()).unwrap_or(SegReg::Ds);
+                let offset = effective_offset(&self.cpu, insn);
+                let mut buf = [0u8; 4];
+                self.cpu.read_virt(&mut self.machine, seg, offset, &mut buf[..size as usize])?;
+                u32::from_le_bytes(buf)
+            }
+            _ if insn.op0_kind() == iced_x86::OpKind::Register => register_value(&self.cpu, insn.op0_register()),
+            _ => insn.near_branch32(),
+        } & mask;
+        if insn.mnemonic() == Mnemonic::Call {
+            self.cpu.push(&mut self.machine, next & mask, size)?;
+        }
+        self.cpu.eip = target;
+        Ok(())
+    }
+
+    /// Delivers a guest exception through the guest's IDT.
+    fn deliver(&mut self, exception: Exception) -> Result<Option<Exit>, NativeError> {
+        *self.stats.exceptions.entry(exception.mnemonic()).or_default() += 1;
+        if self.log.int {
+            let text = format!("int: {exception} at eip {:#010x}", self.cpu.eip);
+            self.log_line(&text);
+        }
+        match deliver_exception(&mut self.cpu, &mut self.machine, exception) {
+            Ok(()) => Ok(None),
+            Err(shutdown) => Ok(Some(Exit::Shutdown(shutdown))),
+        }
+    }
+
+    /// A fault in translated code, recorded by the signal handler.
+    fn host_fault(&mut self) -> Result<Option<Exit>, NativeError> {
+        let trapno = self.space.vcpu_read(vcpu::FAULT_TRAPNO);
+        let err = self.space.vcpu_read(vcpu::FAULT_ERR);
+        let addr = self.space.vcpu_read_u64(vcpu::FAULT_ADDR);
+        let rip = self.space.vcpu_read_u64(vcpu::FAULT_RIP);
+        let Some((_, entry)) = self.tc.locate(rip as u32) else {
+            return Err(NativeError::Internal(format!(
+                "fault {trapno} at TC address {rip:#x}, which belongs to no translation unit"
+            )));
+        };
+        self.cpu.eip = entry.guest_eip;
+        if entry.kind == MapKind::ScratchSequence {
+            self.cpu.gpr[gpr::ECX] = self.space.vcpu_read(vcpu::SCRATCH_ECX);
+            self.cpu.gpr[gpr::EDX] = self.space.vcpu_read(vcpu::SCRATCH_EDX);
+        }
+        let exception = match trapno {
+            0 => Exception::DivideError,
+            1 => Exception::Debug,
+            3 => Exception::Breakpoint,
+            4 => Exception::Overflow,
+            5 => Exception::BoundRange,
+            6 => Exception::InvalidOpcode,
+            7 => Exception::DeviceNotAvailable,
+            16 => Exception::FloatingPoint,
+            17 => Exception::AlignmentCheck,
+            19 => Exception::SimdFloatingPoint,
+            12 | 13 | 14 => {
+                self.count_exit("memory-fault");
+                return self.memory_fault(trapno, err, addr as u32);
+            }
+            other => {
+                return Ok(Some(Exit::Unsupported(format!(
+                    "host exception {other} at guest EIP {:#010x} has no guest meaning",
+                    self.cpu.eip
+                ))))
+            }
+        };
+        self.count_exit("native-exception");
+        self.deliver(exception)
+    }
+
+    /// A #GP, #SS or #PF from translated code. Not a guest fault yet: the
+    /// access may be one the monitor must carry out itself.
+    fn memory_fault(&mut self, trapno: u32, err: u32, addr: u32) -> Result<Option<Exit>, NativeError> {
+        let page = addr >> 12;
+        // A write to a page holding translated code (page-fault error code
+        // bit 1 = write): drop the page's units, let the write happen, and
+        // retranslate what follows it (brief §4.6).
+        if trapno == 14 && err & 2 != 0 && self.protected.contains(&page) {
+            self.stats.smc_faults += 1;
+            self.tc.invalidate_page(&mut self.space.monitor(), page);
+            self.protected.remove(&page);
+            self.space.protect_page(page, true).map_err(NativeError::Protect)?;
+            // The writing instruction runs once more, alone, from a unit
+            // that does not protect the page again; then the rest of the
+            // page is translated afresh, so a store into the running unit
+            // takes effect before the next instruction.
+            self.step_once = Some(self.cpu.eip);
+            return Ok(None);
+        }
+        // Anything else is an access the shadow segments or the host
+        // mappings refused: the monitor area, page 0, physical addresses
+        // without RAM, or a guest segment violation. Emulate the one
+        // instruction against the real guest segments; bt86-cpu raises the
+        // guest's own fault if there is one.
+        let mut bytes = [0u8; 16];
+        self.machine.read_phys(GuestPhysAddr(self.cpu.eip), &mut bytes);
+        let mut decoder = Decoder::with_ip(32, &bytes, u64::from(self.cpu.eip), DecoderOptions::NONE);
+        let insn = decoder.decode();
+        match emulate(&mut self.cpu, &mut self.machine, &insn) {
+            Ok(()) => {
+                self.stats.emulated_accesses += 1;
+                Ok(None)
+            }
+            Err(EmulateError::Exception(e)) => self.deliver(e),
+            Err(EmulateError::Unsupported { .. }) => {
+                log::warn!(
+                    "cannot emulate {} at {:#010x} after a host fault; delivering #GP(0) to the guest",
+                    bt86_translate::trace::format_insn(&insn),
+                    self.cpu.eip
+                );
+                self.deliver(Exception::GeneralProtection(0))
+            }
+        }
+    }
+
+    /// Pushes the direct-return stub's address as the return address of a
+    /// direct call.
+    pub(crate) fn prepare_direct_call(&mut self) -> Result<(), NativeError> {
+        let ret = self.tc.direct_return().0;
+        self.cpu
+            .push(&mut self.machine, ret, 4)
+            .map_err(|e| NativeError::Internal(format!("cannot push the return address for a direct call: {e}")))
+    }
+
+    pub(crate) fn space_mut(&mut self) -> &mut AddressSpace {
+        &mut self.space
+    }
+
+    pub(crate) fn space_ref(&self) -> &AddressSpace {
+        &self.space
+    }
+
+    /// Bytes of the monitor area, for showing translated code.
+    pub fn monitor_bytes(&self, addr: u32, len: usize) -> &[u8] {
+        self.space.monitor_bytes(addr - MONITOR_BASE, len)
+    }
+
+    /// Delivers a hardware interrupt now (for devices of later milestones
+    /// and tests).
+    pub fn inject_interrupt(&mut self, vector: Vector) -> Result<(), Exception> {
+        deliver_interrupt(&mut self.cpu, &mut self.machine, vector, Source::External)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        VM_EXISTS.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The host's time-stamp counter, which the virtual TSC is offset from.
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions on x86-64 and reads no memory.
+    unsafe { std::arch::x86_64::_rdtsc() }
+}
+
+fn register_value(cpu: &Cpu, reg: iced_x86::Register) -> u32 {
+    let full = reg.full_register32();
+    let index = full as usize - iced_x86::Register::EAX as usize;
+    let v = cpu.gpr.get(index).copied().unwrap_or(0);
+    match reg.size() {
+        2 => v & 0xFFFF,
+        _ => v,
+    }
+}
+
+/// The offset part of a memory operand (base + index * scale + disp).
+fn effective_offset(cpu: &Cpu, insn: &Instruction) -> u32 {
+    let mut off = insn.memory_displacement32();
+    if insn.memory_base() != iced_x86::Register::None {
+        off = off.wrapping_add(register_value(cpu, insn.memory_base()));
+    }
+    if insn.memory_index() != iced_x86::Register::None {
+        off = off.wrapping_add(register_value(cpu, insn.memory_index()).wrapping_mul(insn.memory_index_scale()));
+    }
+    if insn.memory_base().size() == 2 {
+        off &= 0xFFFF;
+    }
+    off
+}

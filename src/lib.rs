@@ -1,0 +1,142 @@
+//! bt86: a binary-translating virtual machine monitor for 32-bit x86 guests.
+//!
+//! This is the facade the `bt86` command and the tests use. It holds no VMM
+//! logic: it loads a kernel into a [`Machine`] (bt86-machine), builds the
+//! virtual CPU's boot state (bt86-cpu), hands both to a [`Vm`] (bt86-native,
+//! which translates with bt86-translate), and maps how the run ended to a
+//! process exit status.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use bt86_cpu::Cpu;
+pub use bt86_machine::Machine;
+pub use bt86_native::{Exit, LogFlags, RunStats, Vm};
+
+pub mod stats;
+
+/// The demo guest built into the binary: `bt86 run` with no kernel runs it.
+pub const DEMO_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/demo.elf"));
+
+/// Process exit statuses of `bt86 run`. The guest's own statuses come from
+/// QEMU's isa-debug-exit, `(value << 1) | 1`, which is always odd; bt86's
+/// own are even, so the two never collide.
+pub mod status {
+    /// The guest powered off through ACPI (port 0x604), as QEMU exits.
+    pub const POWER_OFF: i32 = 0;
+    /// Bad command line or bad input: a kernel that cannot be loaded.
+    pub const BAD_INPUT: i32 = 2;
+    /// This host cannot run bt86 (or the monitor could not set up).
+    pub const HOST_UNSUPPORTED: i32 = 3;
+    /// The guest halted and nothing can ever wake it.
+    pub const HALTED: i32 = 4;
+    /// A triple fault shut the virtual CPU down.
+    pub const TRIPLE_FAULT: i32 = 6;
+    /// The monitor met something it cannot do (an internal limit or bug).
+    pub const MONITOR_ERROR: i32 = 8;
+    /// `--timeout` expired, as timeout(1) reports.
+    pub const TIMEOUT: i32 = 124;
+}
+
+/// Guest RAM when `-m` is not given: 128 MiB, QEMU's default for `pc`.
+pub const DEFAULT_RAM_SIZE: u32 = 128 << 20;
+
+/// Everything `bt86 run` needs to build a VM.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// The Multiboot kernel; `None` runs the built-in demo guest.
+    pub kernel: Option<PathBuf>,
+    /// RAM size as for QEMU's `-m` ("128", "128M", "1G").
+    pub memory: Option<String>,
+    /// The kernel command line.
+    pub append: String,
+    /// Files passed as Multiboot modules, in order.
+    pub modules: Vec<PathBuf>,
+    pub timeout: Option<Duration>,
+}
+
+/// A failure before the guest runs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Load { path: String, source: bt86_machine::LoadError },
+    #[error("{0}")]
+    Memory(#[from] bt86_machine::memory::MemoryError),
+    #[error("{0}")]
+    Native(#[from] bt86_native::NativeError),
+}
+
+impl Error {
+    /// The exit status for this error.
+    pub fn status(&self) -> i32 {
+        match self {
+            Error::Native(_) => status::HOST_UNSUPPORTED,
+            _ => status::BAD_INPUT,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read { path: path.display().to_string(), source })
+}
+
+/// Builds a VM with the kernel loaded and the CPU at its entry point.
+pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput) -> Result<Vm, Error> {
+    let ram_size = match &config.memory {
+        Some(text) => bt86_machine::memory::parse_ram_size(text)?,
+        None => DEFAULT_RAM_SIZE,
+    };
+    let (name, image) = match &config.kernel {
+        Some(path) => (path.display().to_string(), read(path)?),
+        None => ("the demo guest".to_string(), DEMO_GUEST.to_vec()),
+    };
+    let modules = config
+        .modules
+        .iter()
+        .map(|p| {
+            Ok(bt86_machine::Module { cmdline: p.display().to_string(), data: read(p)? })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    // Validate the kernel before touching the host: bad input must fail
+    // the same way on any machine.
+    let mut scratch = bt86_machine::Ram::anonymous(ram_size)?;
+    bt86_machine::load_multiboot(&mut scratch, &image, &config.append, &modules)
+        .map_err(|source| Error::Load { path: name.clone(), source })?;
+    drop(scratch);
+
+    let ram = bt86_native::create_ram(ram_size, &std::env::temp_dir())?;
+    let mut machine = Machine::new(ram, serial);
+    let boot = bt86_machine::load_multiboot(machine.ram_mut(), &image, &config.append, &modules)
+        .map_err(|source| Error::Load { path: name, source })?;
+    let mut cpu = Cpu::new();
+    cpu.gpr[bt86_cpu::state::gpr::EAX] = boot.magic;
+    cpu.gpr[bt86_cpu::state::gpr::EBX] = boot.info_addr;
+    cpu.eip = boot.entry;
+    Vm::new(machine, cpu).map_err(Error::from)
+}
+
+/// The exit status and the message (if any) for how a run ended.
+pub fn describe_exit(exit: &Exit) -> (i32, Option<String>) {
+    match exit {
+        Exit::GuestExit(s) => (*s, None),
+        Exit::Halted { eip, interrupts_enabled: false } => (
+            status::HALTED,
+            Some(format!(
+                "the guest halted with interrupts disabled (hlt at EIP {eip:#010x} after cli); nothing can wake it, so the run ends"
+            )),
+        ),
+        Exit::Halted { eip, interrupts_enabled: true } => (
+            status::HALTED,
+            Some(format!(
+                "the guest halted at EIP {eip:#010x} waiting for an interrupt, but this version of bt86 has no device that raises interrupts; the run ends"
+            )),
+        ),
+        Exit::Shutdown(s) => (status::TRIPLE_FAULT, Some(format!("{s}; the virtual CPU shut down"))),
+        Exit::Unsupported(what) => (status::MONITOR_ERROR, Some(format!("monitor error: {what}"))),
+        Exit::Timeout => (status::TIMEOUT, Some("timeout: the guest was still running".to_string())),
+        Exit::StepLimit => (status::MONITOR_ERROR, Some("step limit reached".to_string())),
+    }
+}

@@ -1,0 +1,68 @@
+//! The `--stats` table: the counters of brief §4.8, from the translator and
+//! the monitor, in one plain-text table a student can read after a run.
+
+use std::fmt::Write;
+
+use bt86_native::RunStats;
+use bt86_translate::TranslationStats;
+
+/// Renders the counters as aligned "name  value" rows under headings.
+pub fn format(tc: &TranslationStats, run: &RunStats) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let section = |title: &str, rows: &mut Vec<(String, String)>| rows.push((format!("[{title}]"), String::new()));
+    let row = |rows: &mut Vec<(String, String)>, name: &str, value: u64| rows.push((format!("  {name}"), value.to_string()));
+
+    section("translation", &mut rows);
+    row(&mut rows, "units translated", tc.units);
+    row(&mut rows, "guest instructions translated", tc.guest_instructions);
+    row(&mut rows, "guest bytes translated", tc.guest_bytes);
+    row(&mut rows, "TC bytes emitted", tc.tc_bytes);
+    row(&mut rows, "IDENT instructions", tc.ident);
+    let rewritten: u64 = tc.rewritten.values().sum();
+    row(&mut rows, "rewritten instructions", rewritten);
+    for (class, n) in &tc.rewritten {
+        row(&mut rows, &format!("  {class}"), *n);
+    }
+    row(&mut rows, "chain patches", tc.chain_patches);
+    row(&mut rows, "indirect-branch trampolines", tc.trampolines);
+    row(&mut rows, "invalidated units", tc.invalidated_units);
+    row(&mut rows, "invalidated pages", tc.invalidated_pages);
+    row(&mut rows, "TC flushes", tc.flushes);
+
+    section("execution", &mut rows);
+    row(&mut rows, "world switches into the TC", run.entries);
+    let exits: u64 = run.exits.values().sum();
+    row(&mut rows, "exits", exits);
+    for (reason, n) in &run.exits {
+        row(&mut rows, &format!("  {reason}"), *n);
+    }
+    let callouts: u64 = run.callouts.values().sum();
+    row(&mut rows, "callouts", callouts);
+    for (class, n) in &run.callouts {
+        row(&mut rows, &format!("  {class}"), *n);
+    }
+    row(&mut rows, "indirect lookups: hits", run.ib_hits);
+    row(&mut rows, "indirect lookups: misses", run.ib_misses);
+    let exceptions: u64 = run.exceptions.values().sum();
+    row(&mut rows, "guest exceptions delivered", exceptions);
+    for (name, n) in &run.exceptions {
+        row(&mut rows, &format!("  {name}"), *n);
+    }
+    row(&mut rows, "software interrupts (int n)", run.software_interrupts);
+    row(&mut rows, "emulated accesses after a host fault", run.emulated_accesses);
+    row(&mut rows, "self-modifying-code faults", run.smc_faults);
+    row(&mut rows, "hidden faults (shadow page fills)", 0);
+    row(&mut rows, "code pages write-protected", run.protected_pages);
+    row(&mut rows, "shadow segment updates (modify_ldt)", run.ldt_writes);
+
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, value) in rows {
+        if value.is_empty() {
+            let _ = writeln!(out, "{name}");
+        } else {
+            let _ = writeln!(out, "{name:<width$}  {value:>12}");
+        }
+    }
+    out
+}
