@@ -93,6 +93,10 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
         Some(path) => (path.display().to_string(), read(path)?),
         None => ("the demo guest".to_string(), DEMO_GUEST.to_vec()),
     };
+    // QEMU passes the kernel's file name as the first word of the command
+    // line; so does bt86, so guests see the same string.
+    let cmdline_name = config.kernel.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "demo".to_string());
+    let cmdline = bt86_machine::loader::multiboot::qemu_cmdline(&cmdline_name, &config.append);
     let modules = config
         .modules
         .iter()
@@ -103,19 +107,48 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
     // Validate the kernel before touching the host: bad input must fail
     // the same way on any machine.
     let mut scratch = bt86_machine::Ram::anonymous(ram_size)?;
-    bt86_machine::load_multiboot(&mut scratch, &image, &config.append, &modules)
+    bt86_machine::load_multiboot(&mut scratch, &image, &cmdline, &modules)
         .map_err(|source| Error::Load { path: name.clone(), source })?;
     drop(scratch);
 
     let ram = bt86_native::create_ram(ram_size, &std::env::temp_dir())?;
     let mut machine = Machine::new(ram, serial);
-    let boot = bt86_machine::load_multiboot(machine.ram_mut(), &image, &config.append, &modules)
+    let boot = bt86_machine::load_multiboot(machine.ram_mut(), &image, &cmdline, &modules)
         .map_err(|source| Error::Load { path: name, source })?;
+    Vm::new(machine, entry_cpu(&boot.cpu)).map_err(Error::from)
+}
+
+/// The virtual CPU as a Multiboot loader leaves it: the state QEMU's
+/// loader hands a kernel, register for register, so a guest that looks
+/// sees the same machine under both.
+fn entry_cpu(entry: &bt86_machine::loader::multiboot::EntryState) -> Cpu {
+    use bt86_cpu::state::gpr;
+    use bt86_cpu::{DescriptorTable, SegReg, Segment};
     let mut cpu = Cpu::new();
-    cpu.gpr[bt86_cpu::state::gpr::EAX] = boot.magic;
-    cpu.gpr[bt86_cpu::state::gpr::EBX] = boot.info_addr;
-    cpu.eip = boot.entry;
-    Vm::new(machine, cpu).map_err(Error::from)
+    cpu.gpr[gpr::EAX] = entry.eax;
+    cpu.gpr[gpr::EBX] = entry.ebx;
+    cpu.gpr[gpr::ECX] = entry.ecx;
+    cpu.gpr[gpr::EDX] = entry.edx;
+    cpu.gpr[gpr::ESI] = entry.esi;
+    cpu.gpr[gpr::EDI] = entry.edi;
+    cpu.gpr[gpr::EBP] = entry.ebp;
+    cpu.gpr[gpr::ESP] = entry.esp;
+    cpu.eip = entry.eip;
+    cpu.eflags = entry.eflags;
+    cpu.cr0 = entry.cr0;
+    // Flat 4 GiB segments, DPL 0: code execute/read, data read/write, both
+    // accessed, 32-bit, page granular.
+    for reg in SegReg::ALL {
+        let seg = if reg == SegReg::Cs {
+            Segment::flat(entry.cs, 0xC09B)
+        } else {
+            Segment::flat(entry.data_selector, 0xC093)
+        };
+        cpu.set_segment(reg, seg);
+    }
+    cpu.gdtr = DescriptorTable { base: entry.gdtr_base, limit: entry.gdtr_limit };
+    cpu.idtr = DescriptorTable { base: entry.idtr_base, limit: entry.idtr_limit };
+    cpu
 }
 
 /// The exit status and the message (if any) for how a run ended.

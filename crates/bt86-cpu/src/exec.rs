@@ -13,11 +13,14 @@
 //! `crate::emulate::emulate`. Nothing here knows about the host.
 //!
 //! The contract: on `Ok`, the instruction has fully committed and
-//! `cpu.eip` holds the next EIP or the transfer target. On `Err`, the state
-//! is as it was before the instruction (a precise fault), except for
-//! `rep ins`/`rep outs`, whose registers record the iterations already done
-//! as the SDM allows, and the caller delivers the exception with
-//! `cpu.eip` at the instruction.
+//! `cpu.eip` holds the next EIP or the transfer target. On
+//! `Err(ExecError::Exception(e))`, the state is as it was before the
+//! instruction (a precise fault), except for `rep ins`/`rep outs`, whose
+//! registers record the iterations already done as the SDM allows; the
+//! caller hands `e` to `interrupt::deliver_exception` with `cpu.eip` still
+//! at the instruction. `Err(ExecError::Unsupported { .. })` comes only from
+//! the data emulator and means bt86 itself lacks something: stop the VM
+//! with that message rather than invent a guest exception.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -819,7 +822,7 @@ fn far_ret(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effec
 fn push_sreg(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, Exception> {
     let sreg = SegReg::from_iced(insn.op0_register()).ok_or(Exception::InvalidOpcode)?;
     let value = cpu.segment(sreg).selector.0;
-    let size = if insn.code().op_code().operand_size() == 16 { 2 } else { 4 };
+    let size: u32 = if insn.code().op_code().operand_size() == 16 { 2 } else { 4 };
     let new_sp = cpu.stack_pointer_plus(-(size as i32));
     cpu.write_virt(bus, SegReg::Ss, new_sp, &value.to_le_bytes())?;
     cpu.set_stack_pointer(new_sp);
@@ -985,3 +988,7 @@ fn sysexit(cpu: &mut Cpu) -> Result<Effect, Exception> {
     cpu.eip = cpu.gpr[gpr::EDX];
     Ok(Effect::Continue)
 }
+
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;

@@ -255,7 +255,7 @@ impl Cpu {
     /// it was (SDM Vol. 2B PUSH: "If a fault occurs, ESP is unchanged").
     /// Any size other than 2 or 4 is treated as 4.
     pub fn push(&mut self, bus: &mut dyn Bus, value: u32, size: u32) -> Result<(), Exception> {
-        let size = if size == 2 { 2 } else { 4 };
+        let size: u32 = if size == 2 { 2 } else { 4 };
         let new_sp = self.stack_pointer_plus(-(size as i32));
         let bytes = value.to_le_bytes();
         self.write_virt(bus, SegReg::Ss, new_sp, &bytes[..size as usize])?;
@@ -266,7 +266,7 @@ impl Cpu {
     /// Pops `size` bytes (2 or 4) from SS:ESP, zero-extended.
     pub fn pop(&mut self, bus: &mut dyn Bus, size: u32) -> Result<u32, Exception> {
         let value = self.peek_stack(bus, 0, size)?;
-        let size = if size == 2 { 2 } else { 4 };
+        let size: i32 = if size == 2 { 2 } else { 4 };
         self.set_stack_pointer(self.stack_pointer_plus(size));
         Ok(value)
     }
@@ -318,4 +318,100 @@ impl Cpu {
 /// than wrap.
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Selector;
+    use crate::test_bus::TestBus;
+
+    fn seg(base: u32, limit: u32, access: u16) -> Segment {
+        Segment { selector: Selector(0x10), base, limit, access }
+    }
+
+    #[test]
+    fn segment_checks() {
+        use Access::*;
+        let data = seg(0x1000, 0xFFF, 0x4093);
+        let read_only = seg(0x1000, 0xFFF, 0x4091);
+        let exec_only = seg(0, 0xFFFF_FFFF, 0xC099);
+        let readable_code = seg(0, 0xFFFF_FFFF, 0xC09B);
+        // Expand-down, 16-bit: valid offsets are limit+1 ..= 0xFFFF.
+        let down16 = seg(0x2000, 0x0FFF, 0x0097);
+        let unusable = Segment { selector: Selector(0), base: 0, limit: 0, access: 0 };
+        // (reg, segment, offset, len, access, expected)
+        let cases: &[(SegReg, Segment, u32, u32, Access, Result<u32, Exception>)] = &[
+            (SegReg::Ds, data, 0xFFC, 4, Read, Ok(0x1FFC)),
+            (SegReg::Ds, data, 0xFFD, 4, Read, Err(Exception::GeneralProtection(0))),
+            (SegReg::Ss, data, 0xFFD, 4, Write, Err(Exception::StackFault(0))),
+            (SegReg::Ds, read_only, 0, 1, Write, Err(Exception::GeneralProtection(0))),
+            (SegReg::Ds, read_only, 0, 1, Read, Ok(0x1000)),
+            (SegReg::Cs, exec_only, 0x10, 4, Read, Err(Exception::GeneralProtection(0))),
+            (SegReg::Cs, exec_only, 0x10, 4, Execute, Ok(0x10)),
+            (SegReg::Cs, readable_code, 0x10, 4, Read, Ok(0x10)),
+            (SegReg::Cs, readable_code, 0x10, 4, Write, Err(Exception::GeneralProtection(0))),
+            (SegReg::Ds, data, 0, 4, Execute, Err(Exception::GeneralProtection(0))),
+            (SegReg::Es, down16, 0x0FFF, 1, Read, Err(Exception::GeneralProtection(0))),
+            (SegReg::Es, down16, 0x1000, 4, Write, Ok(0x3000)),
+            (SegReg::Es, down16, 0xFFFE, 4, Write, Err(Exception::GeneralProtection(0))),
+            (SegReg::Fs, unusable, 0, 1, Read, Err(Exception::GeneralProtection(0))),
+            (SegReg::Ss, unusable, 0, 1, Read, Err(Exception::StackFault(0))),
+            // Offsets wrap at 4 GiB only within a flat segment's limit.
+            (SegReg::Cs, readable_code, 0xFFFF_FFFE, 4, Read, Err(Exception::GeneralProtection(0))),
+        ];
+        for &(reg, segment, offset, len, access, expected) in cases {
+            let mut cpu = Cpu::new();
+            cpu.seg[reg as usize] = segment;
+            let got = cpu.linear_address(reg, offset, len, access).map(|a| a.0);
+            assert_eq!(got, expected, "{reg:?} {segment:?} offset {offset:#x} len {len} {access:?}");
+        }
+    }
+
+    #[test]
+    fn push_and_pop_honour_the_stack_size() {
+        let mut bus = TestBus::new(0x2_0000);
+        // (SS.B, initial ESP, value, size, ESP after push, address written)
+        let cases: &[(bool, u32, u32, u32, u32, u32)] = &[
+            (true, 0x8000, 0xDEAD_BEEF, 4, 0x7FFC, 0x7FFC),
+            (true, 0x8000, 0xBEEF, 2, 0x7FFE, 0x7FFE),
+            // A 16-bit stack wraps SP within 64 KiB and keeps ESP's top half.
+            (false, 0xABCD_0000, 0x1234_5678, 2, 0xABCD_FFFE, 0xFFFE),
+        ];
+        for &(big, esp, value, size, esp_after, addr) in cases {
+            let mut cpu = Cpu::new();
+            let access = if big { 0xC093 } else { 0x0093 };
+            cpu.seg[SegReg::Ss as usize] = seg(0, if big { 0xFFFF_FFFF } else { 0xFFFF }, access);
+            cpu.gpr[gpr::ESP] = esp;
+            cpu.push(&mut bus, value, size).unwrap();
+            assert_eq!(cpu.gpr[gpr::ESP], esp_after);
+            let mask = if size == 2 { 0xFFFF } else { 0xFFFF_FFFF };
+            let mut b = [0u8; 4];
+            bus.read_phys(GuestPhysAddr(addr), &mut b[..size as usize]);
+            assert_eq!(u32::from_le_bytes(b), value & mask);
+            assert_eq!(cpu.pop(&mut bus, size).unwrap(), value & mask);
+            assert_eq!(cpu.gpr[gpr::ESP], esp);
+        }
+    }
+
+    #[test]
+    fn failed_push_leaves_esp() {
+        let mut bus = TestBus::new(0x1000);
+        let mut cpu = Cpu::new();
+        cpu.seg[SegReg::Ss as usize] = seg(0, 0xFFF, 0x4093);
+        cpu.gpr[gpr::ESP] = 2;
+        assert_eq!(cpu.push(&mut bus, 1, 4), Err(Exception::StackFault(0)));
+        assert_eq!(cpu.gpr[gpr::ESP], 2);
+    }
+
+    #[test]
+    fn accesses_split_at_pages_and_reach_the_bus() {
+        let mut bus = TestBus::new(0x3000);
+        let cpu = Cpu::new();
+        cpu.write_linear(&mut bus, LinearAddr(0xFFE), &[1, 2, 3, 4]).unwrap();
+        assert_eq!(&bus.ram[0xFFE..0x1002], &[1, 2, 3, 4]);
+        let mut buf = [0u8; 4];
+        cpu.read_virt(&mut bus, SegReg::Ds, 0xFFE, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+    }
 }

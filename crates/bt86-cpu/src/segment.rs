@@ -309,6 +309,7 @@ pub fn load_tr(cpu: &mut Cpu, bus: &mut dyn Bus, selector: Selector) -> Result<(
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // one tuple per table row
 mod tests {
     use super::*;
     use crate::descriptor::encode_segment;
@@ -386,10 +387,12 @@ mod tests {
 
     #[test]
     fn generation_counter_moves_only_on_change() {
-        let (mut cpu, mut bus) = setup(0, &[encode_segment(0, 0xFFFFF, acc(0, 0x3))]);
+        let raw = encode_segment(0, 0xFFFFF, acc(0, 0x2));
+        let (mut cpu, mut bus) = setup(0, &[raw]);
         let g = cpu.segment_generation;
         load_segment(&mut cpu, &mut bus, SegReg::Fs, Selector(0x08)).unwrap();
         assert_eq!(cpu.segment_generation, g + 1);
+        assert_eq!(bus.read_u64(GDT + 8), raw | (1 << 40), "only the Accessed bit changed in the GDT");
         load_segment(&mut cpu, &mut bus, SegReg::Fs, Selector(0x08)).unwrap();
         assert_eq!(cpu.segment_generation, g + 1);
     }

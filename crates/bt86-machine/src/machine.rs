@@ -17,6 +17,12 @@
 //!   0xFFFF_FFFF) and ignore writes. bt86 also logs the first access to
 //!   each such port, because it is usually a device the guest expects and
 //!   bt86 lacks.
+//!
+//! Known differences from QEMU, none of which a Multiboot kernel should
+//! depend on: RAM is contiguous from 0, so the legacy hole [0xA0000,
+//! 0x100000) is plain zeroed RAM (QEMU has VGA memory reading 0xFF and the
+//! BIOS and option ROMs there); there is no BIOS ROM at 0xFFFC0000; and of
+//! the ACPI PM block at 0x600 only PM1a_CNT exists.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -138,7 +144,12 @@ impl Machine {
 
     /// The devices' state, for a snapshot.
     pub fn state(&self) -> MachineState {
-        MachineState { com1: self.com1.state(), post_code: self.post_code, acpi_pm: self.acpi_pm, power: self.power }
+        MachineState {
+            com1: self.com1.state(),
+            post_code: self.post_code,
+            acpi_pm: self.acpi_pm,
+            power: self.power,
+        }
     }
 
     /// Puts the devices back in a state taken with [`Machine::state`],
@@ -323,7 +334,10 @@ mod tests {
 
     impl Write for SharedBuf {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(data);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(data);
             Ok(data.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -389,7 +403,10 @@ mod tests {
         }
         assert_eq!(out.contents(), b"ok");
         m.io_out(COM1_BASE + u16::from(serial::SCR), IoSize::Byte, 0x42);
-        assert_eq!(m.io_in(COM1_BASE + u16::from(serial::SCR), IoSize::Byte), 0x42);
+        assert_eq!(
+            m.io_in(COM1_BASE + u16::from(serial::SCR), IoSize::Byte),
+            0x42
+        );
     }
 
     #[test]
@@ -418,7 +435,10 @@ mod tests {
             assert_eq!(m.io_in(port, size), value, "port {port:#x} {size:?}");
         }
         assert!(m.unknown_ports.contains(&0x200) && m.unknown_ports.contains(&0x203));
-        assert!(m.unknown_ports.contains(&0x0000), "0xFFFF + 1 wraps to port 0");
+        assert!(
+            m.unknown_ports.contains(&0x0000),
+            "0xFFFF + 1 wraps to port 0"
+        );
         assert_eq!(m.power(), PowerState::Running);
     }
 
@@ -446,7 +466,11 @@ mod tests {
             let (mut m, _) = machine();
             assert_eq!(m.exit_status(), None);
             m.io_out(port, size, value);
-            assert_eq!(m.exit_status(), Some(status), "port {port:#x} {size:?} value {value:#x}");
+            assert_eq!(
+                m.exit_status(),
+                Some(status),
+                "port {port:#x} {size:?} value {value:#x}"
+            );
             // A second request does not replace the first.
             m.io_out(port, size, 0);
             assert_eq!(m.exit_status(), Some(status));
@@ -468,7 +492,11 @@ mod tests {
         for &(port, size, value, expected) in cases {
             let (mut m, _) = machine();
             m.io_out(port, size, value);
-            assert_eq!(m.power(), expected, "port {port:#x} {size:?} value {value:#x}");
+            assert_eq!(
+                m.power(),
+                expected,
+                "port {port:#x} {size:?} value {value:#x}"
+            );
         }
         let (mut m, _) = machine();
         m.io_out(0x604, IoSize::Word, 0x0001);
@@ -498,6 +526,10 @@ mod tests {
         assert!(m.restore(&bad).is_err());
         assert_eq!(m.post_code(), 0x33, "a failed restore changes nothing");
         m.io_out(COM1_BASE, IoSize::Byte, u32::from(b'!'));
-        assert_eq!(out.contents(), b"!", "the output survived the failed restore");
+        assert_eq!(
+            out.contents(),
+            b"!",
+            "the output survived the failed restore"
+        );
     }
 }

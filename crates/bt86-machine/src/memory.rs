@@ -33,6 +33,9 @@ pub const MONITOR_AREA_START: u32 = 0xFFC0_0000;
 /// above 4 GiB, which a 32-bit guest without PAE cannot reach.
 pub const MAX_RAM_SIZE: u32 = 3 << 30;
 
+// RAM must never reach the monitor's area; checked when the crate compiles.
+const _: () = assert!(MAX_RAM_SIZE <= MONITOR_AREA_START);
+
 /// The smallest RAM bt86 accepts: 2 MiB, so that the kernel area starting at
 /// 1 MiB exists beside the 128 KiB that the PC firmware map reserves at the
 /// top of RAM.
@@ -45,7 +48,11 @@ pub const PAGE_SIZE: u32 = 4096;
 #[derive(Debug, Error)]
 pub enum MemoryError {
     #[error("a RAM access of {len} bytes at guest-physical {addr} runs past the end of RAM ({size:#x} bytes); check the address before accessing RAM")]
-    OutOfRange { addr: GuestPhysAddr, len: usize, size: u32 },
+    OutOfRange {
+        addr: GuestPhysAddr,
+        len: usize,
+        size: u32,
+    },
 
     #[error("cannot create {size:#x} bytes of anonymous RAM: {source}; try a smaller -m value")]
     Map { size: u32, source: std::io::Error },
@@ -87,8 +94,13 @@ impl Ram {
     /// that do not need a VM folder; it uses the safe `MmapMut::map_anon`.
     pub fn anonymous(size: u32) -> Result<Ram, MemoryError> {
         check_mapping_size(size as usize)?;
-        let map = MmapMut::map_anon(size as usize).map_err(|source| MemoryError::Map { size, source })?;
-        Ok(Ram { map, file: None, size })
+        let map =
+            MmapMut::map_anon(size as usize).map_err(|source| MemoryError::Map { size, source })?;
+        Ok(Ram {
+            map,
+            file: None,
+            size,
+        })
     }
 
     /// RAM over a file-backed mapping that the native layer created with
@@ -96,7 +108,11 @@ impl Ram {
     /// The file is kept open for as long as the RAM lives.
     pub fn from_mapping(file: File, map: MmapMut) -> Result<Ram, MemoryError> {
         let size = check_mapping_size(map.len())?;
-        Ok(Ram { map, file: Some(file), size })
+        Ok(Ram {
+            map,
+            file: Some(file),
+            size,
+        })
     }
 
     /// The size of RAM in bytes; RAM covers [0, size).
@@ -154,11 +170,19 @@ impl Ram {
 
     /// The byte range of the mapping for an access, or the error that says
     /// why it does not fit. Computed in `u64` so that no sum can overflow.
-    fn range(&self, addr: GuestPhysAddr, len: usize) -> Result<std::ops::Range<usize>, MemoryError> {
+    fn range(
+        &self,
+        addr: GuestPhysAddr,
+        len: usize,
+    ) -> Result<std::ops::Range<usize>, MemoryError> {
         let start = u64::from(addr.0);
-        let end = start + len as u64;
+        let end = start.saturating_add(len as u64);
         if end > u64::from(self.size) {
-            return Err(MemoryError::OutOfRange { addr, len, size: self.size });
+            return Err(MemoryError::OutOfRange {
+                addr,
+                len,
+                size: self.size,
+            });
         }
         Ok(start as usize..end as usize)
     }
@@ -167,7 +191,9 @@ impl Ram {
 /// Checks a mapping length against the RAM limits and returns it as `u32`.
 fn check_mapping_size(len: usize) -> Result<u32, MemoryError> {
     match u32::try_from(len) {
-        Ok(size) if (MIN_RAM_SIZE..=MAX_RAM_SIZE).contains(&size) && size % PAGE_SIZE == 0 => Ok(size),
+        Ok(size) if (MIN_RAM_SIZE..=MAX_RAM_SIZE).contains(&size) && size % PAGE_SIZE == 0 => {
+            Ok(size)
+        }
         _ => Err(MemoryError::BadMappingSize { len }),
     }
 }
@@ -178,9 +204,13 @@ fn check_mapping_size(len: usize) -> Result<u32, MemoryError> {
 /// a whole 4 KiB page (QEMU also rounds silently) and must lie between
 /// [`MIN_RAM_SIZE`] and [`MAX_RAM_SIZE`].
 pub fn parse_ram_size(text: &str) -> Result<u32, MemoryError> {
-    let syntax = || MemoryError::SizeSyntax { text: text.to_string() };
+    let syntax = || MemoryError::SizeSyntax {
+        text: text.to_string(),
+    };
     let trimmed = text.trim();
-    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (digits, suffix) = trimmed.split_at(digits_end);
     if digits.is_empty() {
         return Err(syntax());
@@ -193,9 +223,15 @@ pub fn parse_ram_size(text: &str) -> Result<u32, MemoryError> {
         _ => return Err(syntax()),
     };
     // Digits beyond u64 are certainly out of range; report them as such.
-    let out_of_range = |bytes| MemoryError::SizeRange { text: text.to_string(), bytes };
+    let out_of_range = |bytes| MemoryError::SizeRange {
+        text: text.to_string(),
+        bytes,
+    };
     let number: u64 = digits.parse().map_err(|_| out_of_range(u64::MAX))?;
-    let bytes = number.checked_shl(shift).filter(|b| b >> shift == number).ok_or_else(|| out_of_range(u64::MAX))?;
+    let bytes = number
+        .checked_shl(shift)
+        .filter(|b| b >> shift == number)
+        .ok_or_else(|| out_of_range(u64::MAX))?;
     let rounded = bytes.div_ceil(u64::from(PAGE_SIZE)) * u64::from(PAGE_SIZE);
     if rounded < u64::from(MIN_RAM_SIZE) || rounded > u64::from(MAX_RAM_SIZE) {
         return Err(out_of_range(bytes));
@@ -231,17 +267,30 @@ mod tests {
     fn parse_ram_size_rejects_bad_input() {
         let syntax = ["", "M", "12X", "1.5G", "-5", "0x100", "12 M", "1T"];
         for text in syntax {
-            assert!(matches!(parse_ram_size(text), Err(MemoryError::SizeSyntax { .. })), "input {text:?}");
+            assert!(
+                matches!(parse_ram_size(text), Err(MemoryError::SizeSyntax { .. })),
+                "input {text:?}"
+            );
         }
-        let range = ["1", "0", "64k", "4G", "3073M", "99999999999999999999999", "18446744073709551615G"];
+        let range = [
+            "1",
+            "0",
+            "64k",
+            "4G",
+            "3073M",
+            "99999999999999999999999",
+            "18446744073709551615G",
+        ];
         for text in range {
-            assert!(matches!(parse_ram_size(text), Err(MemoryError::SizeRange { .. })), "input {text:?}");
+            assert!(
+                matches!(parse_ram_size(text), Err(MemoryError::SizeRange { .. })),
+                "input {text:?}"
+            );
         }
     }
 
     #[test]
     fn max_ram_stays_below_the_monitor_area() {
-        assert!(MAX_RAM_SIZE <= MONITOR_AREA_START);
         assert_eq!(parse_ram_size("3072M").unwrap(), MAX_RAM_SIZE);
     }
 
@@ -276,8 +325,16 @@ mod tests {
             (0, MIN_RAM_SIZE as usize, true),
         ];
         for &(addr, len, ok) in cases {
-            assert_eq!(ram.contains(GuestPhysAddr(addr), len), ok, "addr {addr:#x} len {len}");
-            assert_eq!(ram.fill(GuestPhysAddr(addr), len, 0x55).is_ok(), ok, "fill {addr:#x} len {len}");
+            assert_eq!(
+                ram.contains(GuestPhysAddr(addr), len),
+                ok,
+                "addr {addr:#x} len {len}"
+            );
+            assert_eq!(
+                ram.fill(GuestPhysAddr(addr), len, 0x55).is_ok(),
+                ok,
+                "fill {addr:#x} len {len}"
+            );
         }
         // A refused access must leave RAM exactly as it was.
         ram.fill(GuestPhysAddr(end - 4), 4, 0x11).unwrap();
@@ -286,7 +343,11 @@ mod tests {
             ram.read(GuestPhysAddr(end - 4), &mut big),
             Err(MemoryError::OutOfRange { len: 8, .. })
         ));
-        assert_eq!(big, vec![0xEE; 8], "a refused read must not fill the buffer");
+        assert_eq!(
+            big,
+            vec![0xEE; 8],
+            "a refused read must not fill the buffer"
+        );
         assert!(ram.write(GuestPhysAddr(end - 4), &big).is_err());
         assert!(ram.fill(GuestPhysAddr(end - 4), 5, 0xEE).is_err());
         let mut tail = [0u8; 4];
@@ -297,7 +358,13 @@ mod tests {
     #[test]
     fn mappings_of_unsupported_sizes_are_refused() {
         for size in [0u32, 4096, MIN_RAM_SIZE + 1] {
-            assert!(matches!(Ram::anonymous(size), Err(MemoryError::BadMappingSize { .. })), "size {size:#x}");
+            assert!(
+                matches!(
+                    Ram::anonymous(size),
+                    Err(MemoryError::BadMappingSize { .. })
+                ),
+                "size {size:#x}"
+            );
         }
     }
 }

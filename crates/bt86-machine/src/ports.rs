@@ -145,7 +145,15 @@ mod tests {
     fn debug_exit_status_matches_qemu() {
         // (value written, exit status QEMU reported to the shell); measured
         // with byte, word and dword writes.
-        let cases: &[(u32, i32)] = &[(0x10, 33), (0x7, 15), (0xFF, 255), (0x1234, 105), (0x1234_5678, 241), (0x80, 1), (0x1, 3)];
+        let cases: &[(u32, i32)] = &[
+            (0x10, 33),
+            (0x7, 15),
+            (0xFF, 255),
+            (0x1234, 105),
+            (0x1234_5678, 241),
+            (0x80, 1),
+            (0x1, 3),
+        ];
         for &(value, shell_status) in cases {
             let status = DebugExit.write(value).exit_status().unwrap();
             assert_eq!(status & 0xFF, shell_status, "value {value:#x}");
@@ -176,7 +184,11 @@ mod tests {
         for &(value, expected) in cases {
             let mut pm = AcpiPm::default();
             assert_eq!(pm.write_pm1a_cnt(value), expected, "PM1a_CNT={value:#06x}");
-            assert_eq!(pm.read_pm1a_cnt(), value & !PM1_CNT_SLP_EN, "SLP_EN reads back as 0");
+            assert_eq!(
+                pm.read_pm1a_cnt(),
+                value & !PM1_CNT_SLP_EN,
+                "SLP_EN reads back as 0"
+            );
         }
     }
 

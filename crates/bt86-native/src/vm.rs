@@ -21,7 +21,7 @@ use bt86_cpu::state::{cr, flags, gpr};
 use bt86_cpu::{Cpu, Exception, SegReg, Vector};
 use bt86_machine::{Bus, GuestPhysAddr, Machine};
 use bt86_translate::layout::{vcpu, MONITOR_BASE, STUB_PAGE};
-use bt86_translate::{CodeSource, ExitId, ExitKind, MapKind, Mode, TranslationCache, UnitId};
+use bt86_translate::{CalloutReason, CodeSource, ExitId, ExitKind, MapKind, Mode, TranslationCache, UnitId};
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 use crate::addrspace::AddressSpace;
@@ -374,7 +374,7 @@ impl Vm {
         let id = ExitId(self.space.vcpu_read(vcpu::EXIT_ID));
         self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
         let result = match id {
-            ExitId::FAULT => self.host_fault(),
+            ExitId::FAULT => self.host_fault(trap_flag),
             ExitId::INDIRECT_MISS => {
                 self.count_exit("indirect-miss");
                 self.stats.ib_misses += 1;
@@ -404,7 +404,7 @@ impl Vm {
                         self.count_exit("callout");
                         *self.stats.callouts.entry(reason.class()).or_default() += 1;
                         self.cpu.eip = eip;
-                        self.callout(&insn, trap_flag)
+                        self.callout(&insn, reason, trap_flag)
                     }
                     ExitKind::Fault { eip, exception } => {
                         self.count_exit("fault");
@@ -430,12 +430,12 @@ impl Vm {
     }
 
     /// Executes a callout on the virtual CPU.
-    fn callout(&mut self, insn: &Instruction, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+    fn callout(&mut self, insn: &Instruction, reason: CalloutReason, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let software_int = matches!(insn.mnemonic(), Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1);
         let result = match insn.mnemonic() {
             // Indirect branches through a GS or CS override, and 16-bit
             // near branches: read the target with full segment checks here.
-            Mnemonic::Jmp | Mnemonic::Call | Mnemonic::Ret if !insn.is_jmp_far() && !insn.is_call_far() => {
+            _ if is_near_branch(insn) && reason != CalloutReason::FarTransfer => {
                 self.emulate_near_branch(insn).map(|_| bt86_cpu::exec::Effect::Continue).map_err(EmulateError::from)
             }
             _ => bt86_cpu::exec::execute(&mut self.cpu, &mut self.machine, insn, host_tsc()),
@@ -488,6 +488,13 @@ impl Vm {
                 u32::from_le_bytes(buf)
             }
             _ if insn.op0_kind() == iced_x86::OpKind::Register => register_value(&self.cpu, insn.op0_register()),
+            _ if insn.is_jcc_short_or_near() => {
+                if bt86_cpu::alu::condition(insn.condition_code(), self.cpu.eflags) {
+                    insn.near_branch32()
+                } else {
+                    next
+                }
+            }
             _ => insn.near_branch32(),
         } & mask;
         if insn.mnemonic() == Mnemonic::Call {
@@ -511,7 +518,7 @@ impl Vm {
     }
 
     /// A fault in translated code, recorded by the signal handler.
-    fn host_fault(&mut self) -> Result<Option<Exit>, NativeError> {
+    fn host_fault(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let trapno = self.space.vcpu_read(vcpu::FAULT_TRAPNO);
         let err = self.space.vcpu_read(vcpu::FAULT_ERR);
         let addr = self.space.vcpu_read_u64(vcpu::FAULT_ADDR);
@@ -539,7 +546,7 @@ impl Vm {
             19 => Exception::SimdFloatingPoint,
             12 | 13 | 14 => {
                 self.count_exit("memory-fault");
-                return self.memory_fault(trapno, err, addr as u32);
+                return self.memory_fault(trapno, err, addr as u32, trap_flag);
             }
             other => {
                 return Ok(Some(Exit::Unsupported(format!(
@@ -554,20 +561,40 @@ impl Vm {
 
     /// A #GP, #SS or #PF from translated code. Not a guest fault yet: the
     /// access may be one the monitor must carry out itself.
-    fn memory_fault(&mut self, trapno: u32, err: u32, addr: u32) -> Result<Option<Exit>, NativeError> {
+    fn memory_fault(&mut self, trapno: u32, err: u32, addr: u32, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let page = addr >> 12;
         // A write to a page holding translated code (page-fault error code
-        // bit 1 = write): drop the page's units, let the write happen, and
-        // retranslate what follows it (brief §4.6).
+        // bit 1 = write). Small kernels keep data beside code on one page,
+        // so most such writes do not touch translated bytes at all: emulate
+        // the write (through the monitor's own RAM mapping, which the
+        // protection does not cover) and drop the page's units only if
+        // their code really changed (brief §4.6).
         if trapno == 14 && err & 2 != 0 && self.protected.contains(&page) {
             self.stats.smc_faults += 1;
-            self.tc.invalidate_page(&mut self.space.monitor(), page);
-            self.protected.remove(&page);
-            self.space.protect_page(page, true).map_err(NativeError::Protect)?;
-            // The writing instruction runs once more, alone, from a unit
-            // that does not protect the page again; then the rest of the
-            // page is translated afresh, so a store into the running unit
-            // takes effect before the next instruction.
+            let insn = self.decode_at(self.cpu.eip);
+            let repeated = insn.has_rep_prefix() || insn.has_repne_prefix();
+            if !repeated {
+                match emulate(&mut self.cpu, &mut self.machine, &insn) {
+                    Ok(()) => {
+                        self.stats.emulated_accesses += 1;
+                        for p in [page, page.wrapping_add(1)] {
+                            if self.protected.contains(&p) && !self.code_intact(p) {
+                                self.release_code_page(p)?;
+                            }
+                        }
+                        return self.single_step_trap(trap_flag);
+                    }
+                    Err(EmulateError::Exception(e)) => return self.deliver(e),
+                    Err(EmulateError::Unsupported { .. }) => {}
+                }
+            }
+            // A string store (which may run across many pages) or an
+            // instruction the emulator does not know: drop the page's
+            // units, let the instruction run once, alone, from a unit that
+            // does not protect the page again, and translate what follows
+            // afresh. A store into the running unit thus takes effect
+            // before the next instruction.
+            self.release_code_page(page)?;
             self.step_once = Some(self.cpu.eip);
             return Ok(None);
         }
@@ -576,14 +603,11 @@ impl Vm {
         // without RAM, or a guest segment violation. Emulate the one
         // instruction against the real guest segments; bt86-cpu raises the
         // guest's own fault if there is one.
-        let mut bytes = [0u8; 16];
-        self.machine.read_phys(GuestPhysAddr(self.cpu.eip), &mut bytes);
-        let mut decoder = Decoder::with_ip(32, &bytes, u64::from(self.cpu.eip), DecoderOptions::NONE);
-        let insn = decoder.decode();
+        let insn = self.decode_at(self.cpu.eip);
         match emulate(&mut self.cpu, &mut self.machine, &insn) {
             Ok(()) => {
                 self.stats.emulated_accesses += 1;
-                Ok(None)
+                self.single_step_trap(trap_flag)
             }
             Err(EmulateError::Exception(e)) => self.deliver(e),
             Err(EmulateError::Unsupported { .. }) => {
@@ -619,6 +643,39 @@ impl Vm {
         self.space.monitor_bytes(addr - MONITOR_BASE, len)
     }
 
+    fn decode_at(&mut self, eip: u32) -> Instruction {
+        let mut bytes = [0u8; 16];
+        self.machine.read_phys(GuestPhysAddr(eip), &mut bytes);
+        let mut decoder = Decoder::with_ip(32, &bytes, u64::from(eip), DecoderOptions::NONE);
+        decoder.decode()
+    }
+
+    /// Whether every translated instruction from guest page `page` still
+    /// has the bytes it was translated from.
+    fn code_intact(&mut self, page: u32) -> bool {
+        let mut buf = [0u8; 16];
+        let units: Vec<UnitId> = self.tc.units_on_page(page).collect();
+        for id in units {
+            for t in &self.tc.unit(id).insns {
+                let ip = t.insn.ip32();
+                let len = t.bytes.len();
+                self.machine.read_phys(GuestPhysAddr(ip), &mut buf[..len]);
+                if buf[..len] != t.bytes[..] {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Drops the units translated from `page` and lets the guest write it
+    /// freely until code from it is translated again.
+    fn release_code_page(&mut self, page: u32) -> Result<(), NativeError> {
+        self.tc.invalidate_page(&mut self.space.monitor(), page);
+        self.protected.remove(&page);
+        self.space.protect_page(page, true).map_err(NativeError::Protect)
+    }
+
     /// Delivers a hardware interrupt now (for devices of later milestones
     /// and tests).
     pub fn inject_interrupt(&mut self, vector: Vector) -> Result<(), Exception> {
@@ -630,6 +687,16 @@ impl Drop for Vm {
     fn drop(&mut self) {
         VM_EXISTS.store(false, Ordering::SeqCst);
     }
+}
+
+/// A near jmp, call or ret (direct or through a register or memory).
+fn is_near_branch(insn: &Instruction) -> bool {
+    insn.is_jmp_short_or_near()
+        || insn.is_jmp_near_indirect()
+        || insn.is_call_near()
+        || insn.is_call_near_indirect()
+        || insn.is_jcc_short_or_near()
+        || insn.mnemonic() == Mnemonic::Ret
 }
 
 /// The host's time-stamp counter, which the virtual TSC is offset from.

@@ -408,6 +408,11 @@ impl TranslationCache {
         self.by_page.get(&page).is_some_and(|ids| ids.iter().any(|id| self.units[id.0 as usize].valid))
     }
 
+    /// The valid units with code from guest page `page`.
+    pub fn units_on_page(&self, page: u32) -> impl Iterator<Item = UnitId> + '_ {
+        self.by_page.get(&page).into_iter().flatten().copied().filter(|id| self.units[id.0 as usize].valid)
+    }
+
     /// Guest pages that hold translated code.
     pub fn code_pages(&self) -> impl Iterator<Item = u32> + '_ {
         self.by_page.keys().copied()

@@ -11,10 +11,15 @@
  *
  * Regenerate from the crate directory (crates/bt86-cpu) with:
  *
- *     cc -O1 -o /tmp/gen_alu tests/data/gen_alu.c
- *     /tmp/gen_alu alu    > tests/data/alu.txt
- *     /tmp/gen_alu shift  > tests/data/shift.txt
- *     /tmp/gen_alu muldiv > tests/data/muldiv.txt
+ *     cc -O1 -o gen_alu tests/data/gen_alu.c
+ *     ./gen_alu alu    > tests/data/alu.txt
+ *     ./gen_alu shift  > tests/data/shift.txt
+ *     ./gen_alu muldiv > tests/data/muldiv.txt
+ *     rm gen_alu
+ *
+ * It needs an x86-64 host and GCC or Clang. Review the diff before
+ * committing: on a processor of another vendor the undefined flags may
+ * differ, and then the Rust side must follow (see src/alu.rs).
  *
  * The inputs come from a fixed table of edge values plus a fixed-seed
  * pseudo-random generator, so the output is the same on every run on the

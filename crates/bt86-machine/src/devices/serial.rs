@@ -172,7 +172,11 @@ impl Default for SerialState {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SerialStateError {
     #[error("serial snapshot holds {len} received bytes but the FIFO holds at most {capacity} with FCR={fcr:#04x}; the snapshot is corrupt, take it again")]
-    FifoOverfull { len: usize, capacity: usize, fcr: u8 },
+    FifoOverfull {
+        len: usize,
+        capacity: usize,
+        fcr: u8,
+    },
 }
 
 /// A 16550A UART writing to `W` and driving the interrupt line `I`.
@@ -189,7 +193,13 @@ pub struct Serial<W: Write, I: IrqLine> {
 impl<W: Write, I: IrqLine> Serial<W, I> {
     /// A UART in its reset state.
     pub fn new(out: W, irq: I) -> Self {
-        let mut serial = Serial { state: SerialState::default(), rx_fifo: VecDeque::new(), out, irq, output_failed: false };
+        let mut serial = Serial {
+            state: SerialState::default(),
+            rx_fifo: VecDeque::new(),
+            out,
+            irq,
+            output_failed: false,
+        };
         serial.update_irq();
         serial
     }
@@ -206,9 +216,16 @@ impl<W: Write, I: IrqLine> Serial<W, I> {
     pub fn restore(&mut self, state: &SerialState) -> Result<(), SerialStateError> {
         let capacity = fifo_capacity(state.fcr);
         if state.rx_fifo.len() > capacity {
-            return Err(SerialStateError::FifoOverfull { len: state.rx_fifo.len(), capacity, fcr: state.fcr });
+            return Err(SerialStateError::FifoOverfull {
+                len: state.rx_fifo.len(),
+                capacity,
+                fcr: state.fcr,
+            });
         }
-        self.state = SerialState { rx_fifo: Vec::new(), ..state.clone() };
+        self.state = SerialState {
+            rx_fifo: Vec::new(),
+            ..state.clone()
+        };
         self.rx_fifo = state.rx_fifo.iter().copied().collect();
         self.update_irq();
         Ok(())
@@ -216,7 +233,10 @@ impl<W: Write, I: IrqLine> Serial<W, I> {
 
     /// The UART's complete state.
     pub fn state(&self) -> SerialState {
-        SerialState { rx_fifo: self.rx_fifo.iter().copied().collect(), ..self.state.clone() }
+        SerialState {
+            rx_fifo: self.rx_fifo.iter().copied().collect(),
+            ..self.state.clone()
+        }
     }
 
     /// The output sink.
@@ -282,7 +302,11 @@ impl<W: Write, I: IrqLine> Serial<W, I> {
                     self.state.thre_pending = false;
                     self.update_irq();
                 }
-                let fifo_bits = if self.state.fcr & FCR_ENABLE != 0 { IIR_FIFO_ENABLED } else { 0 };
+                let fifo_bits = if self.state.fcr & FCR_ENABLE != 0 {
+                    IIR_FIFO_ENABLED
+                } else {
+                    0
+                };
                 iir | fifo_bits
             }
             LCR => self.state.lcr,
@@ -461,7 +485,15 @@ mod tests {
     fn reset_values_match_qemu() {
         // Values read under QEMU right after a Multiboot kernel started.
         let mut s = serial();
-        let expected: &[(u8, u8)] = &[(IER, 0x00), (IIR, 0x01), (LCR, 0x00), (MCR, 0x08), (LSR, 0x60), (MSR, 0xB0), (SCR, 0x00)];
+        let expected: &[(u8, u8)] = &[
+            (IER, 0x00),
+            (IIR, 0x01),
+            (LCR, 0x00),
+            (MCR, 0x08),
+            (LSR, 0x60),
+            (MSR, 0xB0),
+            (SCR, 0x00),
+        ];
         for &(offset, value) in expected {
             assert_eq!(s.read(offset), value, "register {offset}");
         }
@@ -519,8 +551,15 @@ mod tests {
         assert_eq!(s.read(LSR) & LSR_DR, LSR_DR);
         assert_eq!(s.read(DATA), 0xAE);
         assert_eq!(s.read(LSR) & LSR_DR, 0);
-        assert!(s.output().is_empty(), "loopback bytes must not leave the UART");
-        assert_eq!(s.enqueue_input(b"x"), 0, "the receiver is disconnected in loopback");
+        assert!(
+            s.output().is_empty(),
+            "loopback bytes must not leave the UART"
+        );
+        assert_eq!(
+            s.enqueue_input(b"x"),
+            0,
+            "the receiver is disconnected in loopback"
+        );
         s.write(MCR, MCR_OUT2);
         assert_eq!(s.read(MSR), 0xB0);
     }
@@ -538,7 +577,11 @@ mod tests {
         assert_eq!(s.read(LSR), LSR_DR | LSR_OE | LSR_THRE | LSR_TEMT);
         assert_eq!(s.read(LSR), LSR_DR | LSR_THRE | LSR_TEMT);
         assert!(!s.irq().level());
-        assert_eq!(s.read(DATA), 1, "the first byte survives, the second was lost");
+        assert_eq!(
+            s.read(DATA),
+            1,
+            "the first byte survives, the second was lost"
+        );
     }
 
     #[test]
@@ -590,12 +633,18 @@ mod tests {
         let mut s = serial();
         driver_init(&mut s);
         s.write(IER, IER_THRE);
-        assert!(s.irq().level(), "enabling THRE with an empty transmitter interrupts");
+        assert!(
+            s.irq().level(),
+            "enabling THRE with an empty transmitter interrupts"
+        );
         assert_eq!(s.read(IIR) & 0x0F, IIR_THRE);
         assert!(!s.irq().level(), "reading IIR acknowledged it");
         assert_eq!(s.read(IIR) & 0x0F, IIR_NONE);
         s.write(DATA, b'!');
-        assert!(s.irq().level(), "the byte went out, the transmitter is empty again");
+        assert!(
+            s.irq().level(),
+            "the byte went out, the transmitter is empty again"
+        );
         s.write(IER, 0);
         assert!(!s.irq().level());
     }
@@ -622,7 +671,10 @@ mod tests {
         assert_eq!(state.rx_fifo, b"yz");
         let mut resumed = Serial::from_state(&state, Vec::new(), IrqLatch::default()).unwrap();
         assert_eq!(resumed.state(), state);
-        assert!(resumed.irq().level(), "the line is driven again after a resume");
+        assert!(
+            resumed.irq().level(),
+            "the line is driven again after a resume"
+        );
         for offset in [IER, LCR, MCR, SCR] {
             assert_eq!(resumed.read(offset), s.read(offset), "register {offset}");
         }
@@ -631,9 +683,20 @@ mod tests {
 
     #[test]
     fn corrupt_snapshot_is_refused() {
-        let state = SerialState { rx_fifo: vec![0; 2], fcr: 0, ..SerialState::default() };
+        let state = SerialState {
+            rx_fifo: vec![0; 2],
+            fcr: 0,
+            ..SerialState::default()
+        };
         let err = Serial::from_state(&state, Vec::new(), IrqLatch::default()).err();
-        assert_eq!(err, Some(SerialStateError::FifoOverfull { len: 2, capacity: 1, fcr: 0 }));
+        assert_eq!(
+            err,
+            Some(SerialStateError::FifoOverfull {
+                len: 2,
+                capacity: 1,
+                fcr: 0
+            })
+        );
     }
 
     #[test]

@@ -65,13 +65,27 @@ pub struct MemoryRegion {
 /// is in no entry. Regions that would be empty for a tiny RAM are left out.
 pub fn pc_memory_map(ram_size: u32) -> Vec<MemoryRegion> {
     let ram = u64::from(ram_size);
-    let tables_start = ram.saturating_sub(u64::from(FIRMWARE_TABLES_SIZE)).max(u64::from(EXTENDED_MEMORY_START));
-    let region = |base: u64, end: u64, kind| MemoryRegion { base, len: end.saturating_sub(base), kind };
+    let tables_start = ram
+        .saturating_sub(u64::from(FIRMWARE_TABLES_SIZE))
+        .max(u64::from(EXTENDED_MEMORY_START));
+    let region = |base: u64, end: u64, kind| MemoryRegion {
+        base,
+        len: end.saturating_sub(base),
+        kind,
+    };
     let map = [
         region(0, u64::from(EBDA_START), MemoryKind::Available),
         region(u64::from(EBDA_START), 0xA_0000, MemoryKind::Reserved),
-        region(u64::from(BIOS_AREA_START), u64::from(EXTENDED_MEMORY_START), MemoryKind::Reserved),
-        region(u64::from(EXTENDED_MEMORY_START), tables_start, MemoryKind::Available),
+        region(
+            u64::from(BIOS_AREA_START),
+            u64::from(EXTENDED_MEMORY_START),
+            MemoryKind::Reserved,
+        ),
+        region(
+            u64::from(EXTENDED_MEMORY_START),
+            tables_start,
+            MemoryKind::Available,
+        ),
         region(tables_start, ram, MemoryKind::Reserved),
         region(u64::from(BIOS_ROM_START), 1 << 32, MemoryKind::Reserved),
     ];
@@ -115,7 +129,10 @@ mod tests {
     fn tiny_ram_gives_no_empty_or_inverted_regions() {
         for ram in [0, 0x1000, 0x10_0000, 0x11_0000, 0x12_0000] {
             for r in pc_memory_map(ram) {
-                assert!(r.len > 0 && r.base + r.len <= 1 << 32, "RAM {ram:#x}: {r:?}");
+                assert!(
+                    r.len > 0 && r.base + r.len <= 1 << 32,
+                    "RAM {ram:#x}: {r:?}"
+                );
             }
         }
     }

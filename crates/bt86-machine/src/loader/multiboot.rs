@@ -21,7 +21,9 @@
 use std::ops::Range;
 
 use goblin::container::{Container, Ctx, Endian};
-use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, SELFMAG};
+use goblin::elf::header::{
+    EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_386, SELFMAG,
+};
 use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD};
 use goblin::elf::Elf;
 use thiserror::Error;
@@ -74,8 +76,12 @@ pub const INFO_MEMORY_MAP: u32 = 1 << 6;
 /// Information structure flag: `boot_loader_name` is valid.
 pub const INFO_BOOT_LOADER_NAME: u32 = 1 << 9;
 /// The flags QEMU sets, and so bt86 (0x24F).
-pub const INFO_FLAGS: u32 =
-    INFO_MEMORY | INFO_BOOT_DEVICE | INFO_CMDLINE | INFO_MODULES | INFO_MEMORY_MAP | INFO_BOOT_LOADER_NAME;
+pub const INFO_FLAGS: u32 = INFO_MEMORY
+    | INFO_BOOT_DEVICE
+    | INFO_CMDLINE
+    | INFO_MODULES
+    | INFO_MEMORY_MAP
+    | INFO_BOOT_LOADER_NAME;
 /// The boot device QEMU reports: BIOS drive 0x80, no partition.
 pub const BOOT_DEVICE: u32 = 0x8000_FFFF;
 /// The boot loader name. It has the length of QEMU's "qemu", so every
@@ -193,7 +199,11 @@ pub enum LoadError {
     NoHeader { searched: usize },
 
     #[error("the Multiboot header at file offset {offset:#x} has a bad checksum: magic + flags ({flags:#010x}) + checksum ({checksum:#010x}) must be 0 modulo 2^32; set checksum to {expected:#010x}", expected = 0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(*flags))]
-    BadChecksum { offset: usize, flags: u32, checksum: u32 },
+    BadChecksum {
+        offset: usize,
+        flags: u32,
+        checksum: u32,
+    },
 
     #[error("the kernel image is not an ELF file and its Multiboot header (flags {flags:#010x}) lacks flag 16, the address fields, so nothing says where to load it; link the kernel as ELF32 or fill in the header's address fields")]
     NotElf { flags: u32 },
@@ -201,7 +211,9 @@ pub enum LoadError {
     #[error("the kernel image is a 64-bit ELF file; bt86, like QEMU (\"Cannot load x86-64 image, give a 32bit one\"), boots only 32-bit Multiboot kernels: build it with -m32 and link it with ld -m elf_i386")]
     Elf64,
 
-    #[error("the kernel's ELF headers cannot be read: {reason}; the image is damaged or not a kernel")]
+    #[error(
+        "the kernel's ELF headers cannot be read: {reason}; the image is damaged or not a kernel"
+    )]
     BadElf { reason: String },
 
     #[error("the kernel is an ELF file for machine {machine} instead of Intel 80386 ({em_386}); build it for i386", em_386 = EM_386)]
@@ -211,16 +223,31 @@ pub enum LoadError {
     NoLoadableSegments,
 
     #[error("the kernel image is {file_len} bytes long but segment {index} wants its bytes [{start:#x}, {end:#x}) of the file; the image is truncated, rebuild or copy it again")]
-    TruncatedSegment { index: usize, start: u64, end: u64, file_len: usize },
+    TruncatedSegment {
+        index: usize,
+        start: u64,
+        end: u64,
+        file_len: usize,
+    },
 
     #[error("segment {index} of the kernel has more bytes in the file ({file_size:#x}) than in memory ({mem_size:#x}); the ELF file is damaged")]
-    SegmentFileSizeTooLarge { index: usize, file_size: u64, mem_size: u64 },
+    SegmentFileSizeTooLarge {
+        index: usize,
+        file_size: u64,
+        mem_size: u64,
+    },
 
     #[error("the Multiboot header at file offset {offset:#x} sets flag 16 but the image ends before its address fields do; the image is truncated")]
     TruncatedHeader { offset: usize },
 
     #[error("the Multiboot header's address fields are inconsistent: {reason} (header_addr {header_addr:#x}, load_addr {load_addr:#x}, load_end_addr {load_end_addr:#x}, bss_end_addr {bss_end_addr:#x}); fix them in the kernel's header")]
-    BadAddressFields { reason: &'static str, header_addr: u32, load_addr: u32, load_end_addr: u32, bss_end_addr: u32 },
+    BadAddressFields {
+        reason: &'static str,
+        header_addr: u32,
+        load_addr: u32,
+        load_end_addr: u32,
+        bss_end_addr: u32,
+    },
 
     #[error("the kernel wants physical memory [{start:#x}, {end:#x}), which reaches the monitor's area at {monitor:#x} and above; link the kernel at a lower physical address", monitor = MONITOR_AREA_START)]
     OverlapsMonitorArea { start: u64, end: u64 },
@@ -235,7 +262,14 @@ pub enum LoadError {
     EntryOutsideKernel { entry: u32 },
 
     #[error("module {index} ({cmdline:?}, {size:#x} bytes) would occupy [{start:#x}, {end:#x}), past the end of RAM at {ram_size:#x}; give the VM more memory with -m or use a smaller module")]
-    ModuleTooLarge { index: usize, cmdline: String, size: usize, start: u64, end: u64, ram_size: u32 },
+    ModuleTooLarge {
+        index: usize,
+        cmdline: String,
+        size: usize,
+        start: u64,
+        end: u64,
+        ram_size: u32,
+    },
 
     #[error("the command lines and module list would end at {end:#x}, past the end of RAM at {ram_size:#x}; give the VM more memory with -m or shorten the command lines")]
     BootDataOutsideRam { end: u64, ram_size: u32 },
@@ -283,7 +317,12 @@ struct Kernel {
 ///
 /// `cmdline` is the complete string the kernel sees. QEMU gives a kernel
 /// "`<kernel path> <-append text>`"; [`qemu_cmdline`] builds the same.
-pub fn load_multiboot(ram: &mut Ram, image: &[u8], cmdline: &str, modules: &[Module]) -> Result<BootInfo, LoadError> {
+pub fn load_multiboot(
+    ram: &mut Ram,
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module],
+) -> Result<BootInfo, LoadError> {
     // `Ram` is at least MIN_RAM_SIZE (2 MiB), so the low-memory structures
     // below and the kernel area from 1 MiB always exist.
     let ram_size = ram.size();
@@ -291,11 +330,16 @@ pub fn load_multiboot(ram: &mut Ram, image: &[u8], cmdline: &str, modules: &[Mod
     if header.flags & HEADER_VIDEO_MODE != 0 {
         log::warn!("the kernel's Multiboot header asks for a video mode (flag 2); bt86, like QEMU, sets none");
     }
-    let unknown = header.flags & 0xFFFF & !(HEADER_PAGE_ALIGN | HEADER_MEMORY_INFO | HEADER_VIDEO_MODE);
+    let unknown =
+        header.flags & 0xFFFF & !(HEADER_PAGE_ALIGN | HEADER_MEMORY_INFO | HEADER_VIDEO_MODE);
     if unknown != 0 {
         log::warn!("the kernel's Multiboot header sets required flags {unknown:#x} that bt86 does not know; booting anyway, as QEMU does");
     }
-    let kernel = if header.flags & HEADER_ADDRESS_FIELDS != 0 { parse_address_fields(image, header)? } else { parse_elf(image, header)? };
+    let kernel = if header.flags & HEADER_ADDRESS_FIELDS != 0 {
+        parse_address_fields(image, header)?
+    } else {
+        parse_elf(image, header)?
+    };
     let (kernel_start, kernel_end) = check_kernel_placement(&kernel, ram_size)?;
     let layout = plan_boot_data(kernel_start, kernel_end, cmdline, modules, ram_size)?;
 
@@ -304,10 +348,19 @@ pub fn load_multiboot(ram: &mut Ram, image: &[u8], cmdline: &str, modules: &[Mod
         let file_bytes = &image[segment.file.clone()];
         ram.write(GuestPhysAddr(segment.paddr), file_bytes)?;
         let bss_start = segment.paddr + file_bytes.len() as u32;
-        ram.fill(GuestPhysAddr(bss_start), (segment.mem_size as usize) - file_bytes.len(), 0)?;
+        ram.fill(
+            GuestPhysAddr(bss_start),
+            (segment.mem_size as usize) - file_bytes.len(),
+            0,
+        )?;
     }
-    for range in [MMAP_ADDR..INFO_ADDR + INFO_SIZE as u32, BOOT_GDT_ADDR..BOOT_GDT_ADDR + 8 * BOOT_GDT.len() as u32] {
-        if u64::from(range.start) < u64::from(kernel_end) && u64::from(kernel_start) < u64::from(range.end) {
+    for range in [
+        MMAP_ADDR..INFO_ADDR + INFO_SIZE as u32,
+        BOOT_GDT_ADDR..BOOT_GDT_ADDR + 8 * BOOT_GDT.len() as u32,
+    ] {
+        if u64::from(range.start) < u64::from(kernel_end)
+            && u64::from(kernel_start) < u64::from(range.end)
+        {
             log::warn!("the kernel occupies [{kernel_start:#x}, {kernel_end:#x}) and the loader's data at [{:#x}, {:#x}) overwrites part of it, as under QEMU", range.start, range.end);
         }
     }
@@ -377,38 +430,70 @@ fn find_header(image: &[u8]) -> Result<Header, LoadError> {
             if HEADER_MAGIC.wrapping_add(flags).wrapping_add(checksum) == 0 {
                 return Ok(Header { offset, flags });
             }
-            first_bad.get_or_insert(LoadError::BadChecksum { offset, flags, checksum });
+            first_bad.get_or_insert(LoadError::BadChecksum {
+                offset,
+                flags,
+                checksum,
+            });
         }
         offset += 4;
     }
-    Err(first_bad.unwrap_or(LoadError::NoHeader { searched: image.len().min(HEADER_SEARCH_LIMIT) }))
+    Err(first_bad.unwrap_or(LoadError::NoHeader {
+        searched: image.len().min(HEADER_SEARCH_LIMIT),
+    }))
 }
 
 /// Reads the kernel's layout from its ELF32 program headers: every PT_LOAD
 /// segment goes at its physical address (p_paddr).
 fn parse_elf(image: &[u8], header: Header) -> Result<Kernel, LoadError> {
     if image.len() < SELFMAG || &image[..SELFMAG] != ELFMAG {
-        return Err(LoadError::NotElf { flags: header.flags });
+        return Err(LoadError::NotElf {
+            flags: header.flags,
+        });
     }
     match image.get(EI_CLASS).copied() {
         Some(ELFCLASS32) => {}
         Some(ELFCLASS64) => return Err(LoadError::Elf64),
-        class => return Err(LoadError::BadElf { reason: format!("unknown ELF class {class:?}") }),
+        class => {
+            return Err(LoadError::BadElf {
+                reason: format!("unknown ELF class {class:?}"),
+            })
+        }
     }
     if image.get(EI_DATA).copied() != Some(ELFDATA2LSB) {
-        return Err(LoadError::BadElf { reason: "the file is not little-endian, as every x86 ELF file is".into() });
+        return Err(LoadError::BadElf {
+            reason: "the file is not little-endian, as every x86 ELF file is".into(),
+        });
     }
-    let elf = Elf::parse_header(image).map_err(|e| LoadError::BadElf { reason: e.to_string() })?;
+    let elf = Elf::parse_header(image).map_err(|e| LoadError::BadElf {
+        reason: e.to_string(),
+    })?;
     if elf.e_machine != EM_386 {
-        return Err(LoadError::WrongMachine { machine: elf.e_machine });
+        return Err(LoadError::WrongMachine {
+            machine: elf.e_machine,
+        });
     }
-    if elf.e_phnum > 0 && usize::from(elf.e_phentsize) != ProgramHeader::size(Ctx::new(Container::Little, Endian::Little)) {
-        return Err(LoadError::BadElf { reason: format!("program header entries are {} bytes, not 32", elf.e_phentsize) });
+    if elf.e_phnum > 0
+        && usize::from(elf.e_phentsize)
+            != ProgramHeader::size(Ctx::new(Container::Little, Endian::Little))
+    {
+        return Err(LoadError::BadElf {
+            reason: format!(
+                "program header entries are {} bytes, not 32",
+                elf.e_phentsize
+            ),
+        });
     }
-    let phoff = usize::try_from(elf.e_phoff).map_err(|_| LoadError::BadElf { reason: "program header offset too large".into() })?;
+    let phoff = usize::try_from(elf.e_phoff).map_err(|_| LoadError::BadElf {
+        reason: "program header offset too large".into(),
+    })?;
     let ctx = Ctx::new(Container::Little, Endian::Little);
-    let headers = ProgramHeader::parse(image, phoff, usize::from(elf.e_phnum), ctx)
-        .map_err(|e| LoadError::BadElf { reason: format!("program headers: {e}") })?;
+    let headers =
+        ProgramHeader::parse(image, phoff, usize::from(elf.e_phnum), ctx).map_err(|e| {
+            LoadError::BadElf {
+                reason: format!("program headers: {e}"),
+            }
+        })?;
 
     // ELF entry points are virtual addresses. Like QEMU, translate one that
     // lies in an executable segment whose virtual and physical addresses
@@ -421,9 +506,16 @@ fn parse_elf(image: &[u8], header: Header) -> Result<Kernel, LoadError> {
             continue;
         }
         if ph.p_filesz > ph.p_memsz {
-            return Err(LoadError::SegmentFileSizeTooLarge { index, file_size: ph.p_filesz, mem_size: ph.p_memsz });
+            return Err(LoadError::SegmentFileSizeTooLarge {
+                index,
+                file_size: ph.p_filesz,
+                mem_size: ph.p_memsz,
+            });
         }
-        let file_end = ph.p_offset.checked_add(ph.p_filesz).filter(|&end| end <= image.len() as u64);
+        let file_end = ph
+            .p_offset
+            .checked_add(ph.p_filesz)
+            .filter(|&end| end <= image.len() as u64);
         let Some(file_end) = file_end else {
             return Err(LoadError::TruncatedSegment {
                 index,
@@ -434,8 +526,11 @@ fn parse_elf(image: &[u8], header: Header) -> Result<Kernel, LoadError> {
         };
         // ELF32 fields are 32 bits wide, so these conversions only fail for
         // a damaged file that goblin widened from garbage.
-        let (Ok(paddr), Ok(mem_size)) = (u32::try_from(ph.p_paddr), u32::try_from(ph.p_memsz)) else {
-            return Err(LoadError::BadElf { reason: format!("segment {index} has addresses wider than 32 bits") });
+        let (Ok(paddr), Ok(mem_size)) = (u32::try_from(ph.p_paddr), u32::try_from(ph.p_memsz))
+        else {
+            return Err(LoadError::BadElf {
+                reason: format!("segment {index} has addresses wider than 32 bits"),
+            });
         };
         if ph.p_vaddr != ph.p_paddr
             && ph.p_flags & PF_X != 0
@@ -444,12 +539,18 @@ fn parse_elf(image: &[u8], header: Header) -> Result<Kernel, LoadError> {
         {
             entry = e_entry - ph.p_vaddr + ph.p_paddr;
         }
-        segments.push(Segment { paddr, file: ph.p_offset as usize..file_end as usize, mem_size });
+        segments.push(Segment {
+            paddr,
+            file: ph.p_offset as usize..file_end as usize,
+            mem_size,
+        });
     }
     if segments.is_empty() {
         return Err(LoadError::NoLoadableSegments);
     }
-    let entry = u32::try_from(entry).map_err(|_| LoadError::EntryOutsideKernel { entry: entry as u32 })?;
+    let entry = u32::try_from(entry).map_err(|_| LoadError::EntryOutsideKernel {
+        entry: entry as u32,
+    })?;
     Ok(Kernel { segments, entry })
 }
 
@@ -461,15 +562,25 @@ fn parse_address_fields(image: &[u8], header: Header) -> Result<Kernel, LoadErro
     let (Some(header_addr), Some(load_addr), Some(load_end_addr), Some(bss_end_addr), Some(entry)) =
         (field(0), field(1), field(2), field(3), field(4))
     else {
-        return Err(LoadError::TruncatedHeader { offset: header.offset });
+        return Err(LoadError::TruncatedHeader {
+            offset: header.offset,
+        });
     };
-    let bad = |reason| LoadError::BadAddressFields { reason, header_addr, load_addr, load_end_addr, bss_end_addr };
+    let bad = |reason| LoadError::BadAddressFields {
+        reason,
+        header_addr,
+        load_addr,
+        load_end_addr,
+        bss_end_addr,
+    };
     if header_addr < load_addr {
         return Err(bad("header_addr lies below load_addr"));
     }
     let header_distance = (header_addr - load_addr) as usize;
     if header_distance > header.offset {
-        return Err(bad("header_addr - load_addr is larger than the header's file offset"));
+        return Err(bad(
+            "header_addr - load_addr is larger than the header's file offset",
+        ));
     }
     let text_offset = header.offset - header_distance;
     let load_size = if load_end_addr != 0 {
@@ -482,7 +593,12 @@ fn parse_address_fields(image: &[u8], header: Header) -> Result<Kernel, LoadErro
     };
     let file_end = text_offset as u64 + load_size;
     if file_end > image.len() as u64 {
-        return Err(LoadError::TruncatedSegment { index: 0, start: text_offset as u64, end: file_end, file_len: image.len() });
+        return Err(LoadError::TruncatedSegment {
+            index: 0,
+            start: text_offset as u64,
+            end: file_end,
+            file_len: image.len(),
+        });
     }
     let mem_size = if bss_end_addr != 0 {
         if u64::from(bss_end_addr) < u64::from(load_addr) + load_size {
@@ -498,7 +614,14 @@ fn parse_address_fields(image: &[u8], header: Header) -> Result<Kernel, LoadErro
     if mem_size == 0 {
         return Err(LoadError::NoLoadableSegments);
     }
-    Ok(Kernel { segments: vec![Segment { paddr: load_addr, file: text_offset..file_end as usize, mem_size }], entry })
+    Ok(Kernel {
+        segments: vec![Segment {
+            paddr: load_addr,
+            file: text_offset..file_end as usize,
+            mem_size,
+        }],
+        entry,
+    })
 }
 
 /// Checks that the kernel fits in RAM below the monitor's area and that its
@@ -508,7 +631,10 @@ fn check_kernel_placement(kernel: &Kernel, ram_size: u32) -> Result<(u32, u32), 
     let end = kernel.segments.iter().map(Segment::end).max().unwrap_or(0);
     for segment in &kernel.segments {
         if segment.end() > u64::from(MONITOR_AREA_START) {
-            return Err(LoadError::OverlapsMonitorArea { start: u64::from(segment.paddr), end: segment.end() });
+            return Err(LoadError::OverlapsMonitorArea {
+                start: u64::from(segment.paddr),
+                end: segment.end(),
+            });
         }
     }
     let size = end - u64::from(start);
@@ -517,12 +643,22 @@ fn check_kernel_placement(kernel: &Kernel, ram_size: u32) -> Result<(u32, u32), 
     }
     for segment in &kernel.segments {
         if segment.end() > u64::from(ram_size) {
-            return Err(LoadError::SegmentOutsideRam { start: u64::from(segment.paddr), end: segment.end(), ram_size });
+            return Err(LoadError::SegmentOutsideRam {
+                start: u64::from(segment.paddr),
+                end: segment.end(),
+                ram_size,
+            });
         }
     }
     let entry = u64::from(kernel.entry);
-    if !kernel.segments.iter().any(|s| u64::from(s.paddr) <= entry && entry < s.end()) {
-        return Err(LoadError::EntryOutsideKernel { entry: kernel.entry });
+    if !kernel
+        .segments
+        .iter()
+        .any(|s| u64::from(s.paddr) <= entry && entry < s.end())
+    {
+        return Err(LoadError::EntryOutsideKernel {
+            entry: kernel.entry,
+        });
     }
     // The end is at most the RAM size here, so it fits in 32 bits.
     Ok((start, end as u32))
@@ -558,10 +694,18 @@ fn plan_boot_data(
     let ram = u64::from(ram_size);
     let mods_offset = page_align(u64::from(kernel_end - kernel_start));
     let strings_offset = mods_offset + u64::from(MODULE_ENTRY_SIZE) * modules.len() as u64;
-    let strings_len: u64 = modules.iter().map(|m| m.cmdline.len() as u64 + 1).sum::<u64>() + cmdline.len() as u64 + 1;
+    let strings_len: u64 = modules
+        .iter()
+        .map(|m| m.cmdline.len() as u64 + 1)
+        .sum::<u64>()
+        + cmdline.len() as u64
+        + 1;
     let data_end = strings_offset + strings_len + BOOT_LOADER_NAME.len() as u64 + 1;
     if base + data_end > ram {
-        return Err(LoadError::BootDataOutsideRam { end: base + data_end, ram_size });
+        return Err(LoadError::BootDataOutsideRam {
+            end: base + data_end,
+            ram_size,
+        });
     }
     let mut next = strings_offset;
     let mut module_cmdline_addrs = Vec::with_capacity(modules.len());
@@ -587,7 +731,11 @@ fn plan_boot_data(
                 ram_size,
             });
         }
-        loaded.push(LoadedModule { start: start as u32, end: end as u32, cmdline_addr: module_cmdline_addrs[index] });
+        loaded.push(LoadedModule {
+            start: start as u32,
+            end: end as u32,
+            cmdline_addr: module_cmdline_addrs[index],
+        });
         offset = page_align(offset + module.data.len() as u64);
     }
     // Everything above lies below the RAM size, so it fits in 32 bits; the
@@ -614,13 +762,22 @@ fn write_u32s(ram: &mut Ram, addr: u32, values: &[u32]) -> Result<(), MemoryErro
 }
 
 /// Writes the modules, their list entries and all strings.
-fn write_boot_data(ram: &mut Ram, layout: &BootDataLayout, cmdline: &str, modules: &[Module]) -> Result<(), MemoryError> {
+fn write_boot_data(
+    ram: &mut Ram,
+    layout: &BootDataLayout,
+    cmdline: &str,
+    modules: &[Module],
+) -> Result<(), MemoryError> {
     for (index, (module, placed)) in modules.iter().zip(&layout.modules).enumerate() {
         ram.write(GuestPhysAddr(placed.start), &module.data)?;
         write_c_string(ram, layout.module_cmdline_addrs[index], &module.cmdline)?;
         // mod_start, mod_end, string, reserved (Multiboot §3.3).
         let entry = layout.mods_addr + MODULE_ENTRY_SIZE * index as u32;
-        write_u32s(ram, entry, &[placed.start, placed.end, placed.cmdline_addr, 0])?;
+        write_u32s(
+            ram,
+            entry,
+            &[placed.start, placed.end, placed.cmdline_addr, 0],
+        )?;
     }
     write_c_string(ram, layout.cmdline_addr, cmdline)?;
     write_c_string(ram, layout.loader_name_addr, BOOT_LOADER_NAME)
@@ -648,7 +805,12 @@ fn write_memory_map(ram: &mut Ram) -> Result<u32, MemoryError> {
 
 /// Writes the Multiboot information structure at [`INFO_ADDR`] (Multiboot
 /// §3.3): only the fields its flags announce, the rest zero.
-fn write_info(ram: &mut Ram, layout: &BootDataLayout, mods_count: u32, mmap_length: u32) -> Result<(), MemoryError> {
+fn write_info(
+    ram: &mut Ram,
+    layout: &BootDataLayout,
+    mods_count: u32,
+    mmap_length: u32,
+) -> Result<(), MemoryError> {
     let ram_size = ram.size();
     // mem_lower is conventional memory below the EBDA, mem_upper the
     // available memory from 1 MiB up to the firmware tables, both in KiB.

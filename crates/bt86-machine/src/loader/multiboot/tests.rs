@@ -22,7 +22,14 @@ struct ElfSegment {
 impl ElfSegment {
     /// A loadable segment at the same virtual and physical address.
     fn load(addr: u32, data: Vec<u8>, mem_size: u32) -> Self {
-        ElfSegment { p_type: PT_LOAD, vaddr: addr, paddr: addr, data, mem_size, flags: PF_X | 4 }
+        ElfSegment {
+            p_type: PT_LOAD,
+            vaddr: addr,
+            paddr: addr,
+            data,
+            mem_size,
+            flags: PF_X | 4,
+        }
     }
 }
 
@@ -49,7 +56,16 @@ fn build_elf(machine: u16, entry: u32, segments: &[ElfSegment]) -> Vec<u8> {
     out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
     assert_eq!(out.len(), 52);
     for s in segments {
-        for field in [s.p_type, offset, s.vaddr, s.paddr, s.data.len() as u32, s.mem_size, s.flags, 0x1000] {
+        for field in [
+            s.p_type,
+            offset,
+            s.vaddr,
+            s.paddr,
+            s.data.len() as u32,
+            s.mem_size,
+            s.flags,
+            0x1000,
+        ] {
             out.extend_from_slice(&field.to_le_bytes());
         }
         offset += s.data.len() as u32;
@@ -63,7 +79,10 @@ fn build_elf(machine: u16, entry: u32, segments: &[ElfSegment]) -> Vec<u8> {
 /// A Multiboot header with `flags` and a valid checksum.
 fn mb_header(flags: u32) -> Vec<u8> {
     let checksum = 0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags);
-    [HEADER_MAGIC, flags, checksum].iter().flat_map(|v| v.to_le_bytes()).collect()
+    [HEADER_MAGIC, flags, checksum]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
 }
 
 /// Kernel text: a Multiboot header, then `hlt; jmp $-1` at +12 (the entry).
@@ -78,7 +97,10 @@ fn kernel() -> Vec<u8> {
     build_elf(
         EM_386,
         0x10_000C,
-        &[ElfSegment::load(0x10_0000, text(), 0x1000), ElfSegment::load(0x10_1000, vec![1, 2, 3, 4], 0x3000)],
+        &[
+            ElfSegment::load(0x10_0000, text(), 0x1000),
+            ElfSegment::load(0x10_1000, vec![1, 2, 3, 4], 0x3000),
+        ],
     )
 }
 
@@ -102,7 +124,7 @@ fn read_c_string(ram: &Ram, addr: u32) -> String {
 fn elf_segments_land_at_their_physical_addresses_with_bss_zeroed() {
     let mut r = ram(MIN_RAM_SIZE);
     // Dirty the BSS first: the loader must clear it, not rely on fresh RAM.
-    r.fill(GuestPhysAddr(0x10_1000), 0x4000, 0xAA).unwrap();
+    r.fill(GuestPhysAddr(0x10_1000), 0x5000, 0xAA).unwrap();
     let info = load_multiboot(&mut r, &kernel(), "k", &[]).unwrap();
     assert_eq!(info.entry, 0x10_000C);
     assert_eq!(info.magic, 0x2BAD_B002);
@@ -110,49 +132,94 @@ fn elf_segments_land_at_their_physical_addresses_with_bss_zeroed() {
     assert_eq!((info.kernel_start, info.kernel_end), (0x10_0000, 0x10_4000));
     assert_eq!(&r.as_slice()[0x10_000C..0x10_000F], &[0xF4, 0xEB, 0xFD]);
     assert_eq!(&r.as_slice()[0x10_1000..0x10_1004], &[1, 2, 3, 4]);
-    assert!(r.as_slice()[0x10_1004..0x10_4000].iter().all(|&b| b == 0), "BSS cleared");
-    assert_eq!(r.as_slice()[0x10_4000], 0xAA, "nothing cleared past the BSS but boot data");
+    assert!(
+        r.as_slice()[0x10_1004..0x10_4000].iter().all(|&b| b == 0),
+        "BSS cleared"
+    );
+    assert_eq!(
+        r.as_slice()[0x10_4000],
+        b'k',
+        "the command line follows the kernel"
+    );
+    assert_eq!(info.boot_data_end, 0x10_5000);
+    assert_eq!(
+        r.as_slice()[0x10_5000],
+        0xAA,
+        "nothing written past the boot data"
+    );
 }
 
 #[test]
 fn info_layout_matches_qemu_with_modules() {
     // QEMU 7.2, -m 128, a kernel spanning [0x100000, 0x104bd8),
     // -append "hello world", -initrd "mod1.txt arg1 arg2,mod2.bin".
-    let image = build_elf(EM_386, 0x10_000C, &[ElfSegment::load(0x10_0000, text(), 0x4BD8)]);
+    let image = build_elf(
+        EM_386,
+        0x10_000C,
+        &[ElfSegment::load(0x10_0000, text(), 0x4BD8)],
+    );
     let modules = [
-        Module { cmdline: "mod1.txt arg1 arg2".into(), data: b"module one\n".to_vec() },
-        Module { cmdline: "mod2.bin".into(), data: vec![0x5A; 5000] },
+        Module {
+            cmdline: "mod1.txt arg1 arg2".into(),
+            data: b"module one\n".to_vec(),
+        },
+        Module {
+            cmdline: "mod2.bin".into(),
+            data: vec![0x5A; 5000],
+        },
     ];
     let mut r = ram(128 << 20);
     let cmdline = qemu_cmdline("probe.elf", "hello world");
     let info = load_multiboot(&mut r, &image, &cmdline, &modules).unwrap();
 
     let expected_info: &[(u32, u32)] = &[
-        (0, 0x24F),     // flags
-        (4, 0x27F),     // mem_lower
-        (8, 0x1_FB80),  // mem_upper
+        (0, 0x24F),        // flags
+        (4, 0x27F),        // mem_lower
+        (8, 0x1_FB80),     // mem_upper
         (12, 0x8000_FFFF), // boot_device
-        (16, 0x10_503C), // cmdline
-        (20, 2),        // mods_count
-        (24, 0x10_5000), // mods_addr
+        (16, 0x10_503C),   // cmdline
+        (20, 2),           // mods_count
+        (24, 0x10_5000),   // mods_addr
         (28, 0),
-        (44, 0x90),     // mmap_length
-        (48, 0x9000),   // mmap_addr
+        (44, 0x90),      // mmap_length
+        (48, 0x9000),    // mmap_addr
         (64, 0x10_5052), // boot_loader_name
     ];
     for &(offset, value) in expected_info {
-        assert_eq!(read_u32_at(&r, 0x9500 + offset), value, "info offset {offset}");
+        assert_eq!(
+            read_u32_at(&r, 0x9500 + offset),
+            value,
+            "info offset {offset}"
+        );
     }
-    let expected_modules: &[(u32, u32, u32, &str)] =
-        &[(0x10_6000, 0x10_600B, 0x10_5020, "mod1.txt arg1 arg2"), (0x10_7000, 0x10_8388, 0x10_5033, "mod2.bin")];
+    let expected_modules: &[(u32, u32, u32, &str)] = &[
+        (0x10_6000, 0x10_600B, 0x10_5020, "mod1.txt arg1 arg2"),
+        (0x10_7000, 0x10_8388, 0x10_5033, "mod2.bin"),
+    ];
     for (i, &(start, end, string, text)) in expected_modules.iter().enumerate() {
         let entry = 0x10_5000 + 16 * i as u32;
-        assert_eq!([read_u32_at(&r, entry), read_u32_at(&r, entry + 4), read_u32_at(&r, entry + 8)], [start, end, string]);
+        assert_eq!(
+            [
+                read_u32_at(&r, entry),
+                read_u32_at(&r, entry + 4),
+                read_u32_at(&r, entry + 8)
+            ],
+            [start, end, string]
+        );
         assert_eq!(read_c_string(&r, string), text);
-        assert_eq!(info.modules[i], LoadedModule { start, end, cmdline_addr: string });
+        assert_eq!(
+            info.modules[i],
+            LoadedModule {
+                start,
+                end,
+                cmdline_addr: string
+            }
+        );
     }
     assert_eq!(&r.as_slice()[0x10_6000..0x10_600B], b"module one\n");
-    assert!(r.as_slice()[0x10_7000..0x10_8388].iter().all(|&b| b == 0x5A));
+    assert!(r.as_slice()[0x10_7000..0x10_8388]
+        .iter()
+        .all(|&b| b == 0x5A));
     assert_eq!(read_c_string(&r, 0x10_503C), "probe.elf hello world");
     assert_eq!(read_c_string(&r, 0x10_5052), "bt86");
     assert_eq!(info.cmdline_addr, 0x10_503C);
@@ -163,7 +230,11 @@ fn info_layout_matches_qemu_with_modules() {
 fn info_layout_matches_qemu_without_modules() {
     // QEMU 7.2 with no -initrd put the command line at the first page
     // after the kernel; mem_upper follows the RAM size.
-    let image = build_elf(EM_386, 0x10_000C, &[ElfSegment::load(0x10_0000, text(), 0x4BD8)]);
+    let image = build_elf(
+        EM_386,
+        0x10_000C,
+        &[ElfSegment::load(0x10_0000, text(), 0x4BD8)],
+    );
     let cases: &[(u32, u32)] = &[(4 << 20, 0xB80), (32 << 20, 0x7B80), (128 << 20, 0x1_FB80)];
     for &(ram_size, mem_upper) in cases {
         let mut r = ram(ram_size);
@@ -186,7 +257,11 @@ fn memory_map_in_ram_matches_the_pc_map() {
         let base = u64::from(read_u32_at(&r, e + 4)) | u64::from(read_u32_at(&r, e + 8)) << 32;
         let len = u64::from(read_u32_at(&r, e + 12)) | u64::from(read_u32_at(&r, e + 16)) << 32;
         assert_eq!(read_u32_at(&r, e), 20, "entry {i} size field");
-        assert_eq!((base, len, read_u32_at(&r, e + 20)), (region.base, region.len, region.kind as u32), "entry {i}");
+        assert_eq!(
+            (base, len, read_u32_at(&r, e + 20)),
+            (region.base, region.len, region.kind as u32),
+            "entry {i}"
+        );
     }
     assert_eq!(map[3].kind, MemoryKind::Available);
 }
@@ -196,35 +271,68 @@ fn boot_gdt_and_entry_state_match_qemu() {
     let mut r = ram(MIN_RAM_SIZE);
     let info = load_multiboot(&mut r, &kernel(), "", &[]).unwrap();
     let cpu = info.cpu;
-    assert_eq!((cpu.eax, cpu.ebx, cpu.ecx, cpu.eip), (0x2BAD_B002, 0x9500, 0x10_000C, 0x10_000C));
-    assert_eq!((cpu.cr0, cpu.eflags, cpu.cs, cpu.data_selector), (0x11, 0x6, 0x08, 0x10));
-    assert_eq!((cpu.gdtr_base, cpu.gdtr_limit, cpu.idtr_base, cpu.idtr_limit), (0xC_B2B8, 0x27, 0, 0x3FF));
+    assert_eq!(
+        (cpu.eax, cpu.ebx, cpu.ecx, cpu.eip),
+        (0x2BAD_B002, 0x9500, 0x10_000C, 0x10_000C)
+    );
+    assert_eq!(
+        (cpu.cr0, cpu.eflags, cpu.cs, cpu.data_selector),
+        (0x11, 0x6, 0x08, 0x10)
+    );
+    assert_eq!(
+        (cpu.gdtr_base, cpu.gdtr_limit, cpu.idtr_base, cpu.idtr_limit),
+        (0xC_B2B8, 0x27, 0, 0x3FF)
+    );
     assert_eq!((cpu.esp, cpu.edi), (0x6F08, 0x1000));
     // The descriptors a guest read through sgdt under QEMU, as (high, low) words.
-    let measured: [(u32, u32); 5] =
-        [(0, 0), (0x00CF_9A00, 0x0000_FFFF), (0x00CF_9300, 0x0000_FFFF), (0x0000_9E00, 0x0000_FFFF), (0x0000_9200, 0x0000_FFFF)];
+    let measured: [(u32, u32); 5] = [
+        (0, 0),
+        (0x00CF_9A00, 0x0000_FFFF),
+        (0x00CF_9300, 0x0000_FFFF),
+        (0x0000_9E00, 0x0000_FFFF),
+        (0x0000_9200, 0x0000_FFFF),
+    ];
     for (i, &(high, low)) in measured.iter().enumerate() {
         let addr = cpu.gdtr_base + 8 * i as u32;
-        assert_eq!((read_u32_at(&r, addr + 4), read_u32_at(&r, addr)), (high, low), "descriptor {i}");
+        assert_eq!(
+            (read_u32_at(&r, addr + 4), read_u32_at(&r, addr)),
+            (high, low),
+            "descriptor {i}"
+        );
     }
 }
 
 #[test]
 fn higher_half_entry_is_translated_to_its_physical_address() {
-    let seg = ElfSegment { vaddr: 0xC010_0000, ..ElfSegment::load(0x10_0000, text(), 0x1000) };
-    let image = build_elf(EM_386, 0xC010_000C, &[seg.clone()]);
+    let seg = ElfSegment {
+        vaddr: 0xC010_0000,
+        ..ElfSegment::load(0x10_0000, text(), 0x1000)
+    };
+    let image = build_elf(EM_386, 0xC010_000C, std::slice::from_ref(&seg));
     let mut r = ram(MIN_RAM_SIZE);
-    assert_eq!(load_multiboot(&mut r, &image, "", &[]).unwrap().entry, 0x10_000C);
+    assert_eq!(
+        load_multiboot(&mut r, &image, "", &[]).unwrap().entry,
+        0x10_000C
+    );
     // Without the execute flag QEMU does not translate, and then the entry
     // lies outside the kernel.
     let image = build_elf(EM_386, 0xC010_000C, &[ElfSegment { flags: 4, ..seg }]);
     let err = load_multiboot(&mut ram(MIN_RAM_SIZE), &image, "", &[]).unwrap_err();
-    assert!(matches!(err, LoadError::EntryOutsideKernel { entry: 0xC010_000C }), "{err}");
+    assert!(
+        matches!(err, LoadError::EntryOutsideKernel { entry: 0xC010_000C }),
+        "{err}"
+    );
 }
 
 /// A flat binary with address fields: 16 bytes of padding, the header at
 /// file offset 16, code after it. Loaded at 0x200000 with a BSS to 0x203000.
-fn aout_image(header_addr: u32, load_addr: u32, load_end: u32, bss_end: u32, entry: u32) -> Vec<u8> {
+fn aout_image(
+    header_addr: u32,
+    load_addr: u32,
+    load_end: u32,
+    bss_end: u32,
+    entry: u32,
+) -> Vec<u8> {
     let flags = HEADER_ADDRESS_FIELDS | HEADER_MEMORY_INFO;
     let mut image = vec![0x90; 16];
     image.extend(mb_header(flags));
@@ -243,8 +351,13 @@ fn address_fields_load_a_flat_image() {
     let info = load_multiboot(&mut r, &image, "", &[]).unwrap();
     assert_eq!(info.entry, 0x20_0030);
     assert_eq!((info.kernel_start, info.kernel_end), (0x20_0000, 0x20_3000));
-    assert_eq!(&r.as_slice()[0x20_0000..0x20_0000 + image.len()], &image[..]);
-    assert!(r.as_slice()[0x20_0000 + image.len()..0x20_3000].iter().all(|&b| b == 0));
+    assert_eq!(
+        &r.as_slice()[0x20_0000..0x20_0000 + image.len()],
+        &image[..]
+    );
+    assert!(r.as_slice()[0x20_0000 + image.len()..0x20_3000]
+        .iter()
+        .all(|&b| b == 0));
     // load_end_addr limits the bytes copied; the rest up to bss_end is zero.
     let image = aout_image(0x20_0010, 0x20_0000, 0x20_0030, 0, 0x20_002C);
     let mut r = ram(4 << 20);
@@ -263,7 +376,13 @@ struct BadCase {
 }
 
 fn bad(name: &'static str, image: Vec<u8>, expect: fn(&LoadError) -> bool) -> BadCase {
-    BadCase { name, image, modules: Vec::new(), ram_size: MIN_RAM_SIZE, expect }
+    BadCase {
+        name,
+        image,
+        modules: Vec::new(),
+        ram_size: 4 << 20,
+        expect,
+    }
 }
 
 fn bad_cases() -> Vec<BadCase> {
@@ -274,10 +393,17 @@ fn bad_cases() -> Vec<BadCase> {
     elf64[EI_CLASS] = ELFCLASS64;
     elf64[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
 
-    let no_header = build_elf(EM_386, 0x10_0000, &[ElfSegment::load(0x10_0000, vec![0xF4; 16], 16)]);
+    let no_header = build_elf(
+        EM_386,
+        0x10_0000,
+        &[ElfSegment::load(0x10_0000, vec![0xF4; 16], 16)],
+    );
 
     let mut bad_checksum = kernel();
-    let at = bad_checksum.windows(4).position(|w| w == HEADER_MAGIC.to_le_bytes()).unwrap();
+    let at = bad_checksum
+        .windows(4)
+        .position(|w| w == HEADER_MAGIC.to_le_bytes())
+        .unwrap();
     bad_checksum[at + 8] ^= 1;
 
     let mut truncated = kernel();
@@ -286,74 +412,202 @@ fn bad_cases() -> Vec<BadCase> {
     let mut big_filesz = text();
     big_filesz.resize(64, 0);
 
-    let module = |size: usize| vec![Module { cmdline: "initrd".into(), data: vec![0; size] }];
+    let module = |size: usize| {
+        vec![Module {
+            cmdline: "initrd".into(),
+            data: vec![0; size],
+        }]
+    };
 
     vec![
-        bad("not ELF, no address fields", not_elf, |e| matches!(e, LoadError::NotElf { .. })),
-        bad("64-bit ELF", elf64, |e| matches!(e, LoadError::Elf64)),
-        bad("no Multiboot header", no_header, |e| matches!(e, LoadError::NoHeader { searched } if *searched > 0)),
-        bad("bad checksum", bad_checksum, |e| matches!(e, LoadError::BadChecksum { .. })),
-        bad("empty file", Vec::new(), |e| matches!(e, LoadError::NoHeader { searched: 0 })),
-        bad("wrong machine", build_elf(40, 0x10_000C, &[ElfSegment::load(0x10_0000, text(), 0x1000)]), |e| {
-            matches!(e, LoadError::WrongMachine { machine: 40 })
+        bad("not ELF, no address fields", not_elf, |e| {
+            matches!(e, LoadError::NotElf { .. })
         }),
-        bad("truncated segment", truncated, |e| matches!(e, LoadError::TruncatedSegment { index: 1, .. })),
+        bad("64-bit ELF", elf64, |e| matches!(e, LoadError::Elf64)),
+        bad(
+            "no Multiboot header",
+            no_header,
+            |e| matches!(e, LoadError::NoHeader { searched } if *searched > 0),
+        ),
+        bad("bad checksum", bad_checksum, |e| {
+            matches!(e, LoadError::BadChecksum { .. })
+        }),
+        bad("empty file", Vec::new(), |e| {
+            matches!(e, LoadError::NoHeader { searched: 0 })
+        }),
+        bad(
+            "wrong machine",
+            build_elf(
+                40,
+                0x10_000C,
+                &[ElfSegment::load(0x10_0000, text(), 0x1000)],
+            ),
+            |e| matches!(e, LoadError::WrongMachine { machine: 40 }),
+        ),
+        bad("truncated segment", truncated, |e| {
+            matches!(e, LoadError::TruncatedSegment { index: 1, .. })
+        }),
         bad(
             "file size above memory size",
-            build_elf(EM_386, 0x10_000C, &[ElfSegment::load(0x10_0000, big_filesz, 32)]),
-            |e| matches!(e, LoadError::SegmentFileSizeTooLarge { index: 0, file_size: 64, mem_size: 32 }),
+            build_elf(
+                EM_386,
+                0x10_000C,
+                &[ElfSegment::load(0x10_0000, big_filesz, 32)],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::SegmentFileSizeTooLarge {
+                        index: 0,
+                        file_size: 64,
+                        mem_size: 32
+                    }
+                )
+            },
         ),
         bad(
             "no loadable segment",
-            build_elf(EM_386, 0x10_000C, &[ElfSegment { p_type: 4, ..ElfSegment::load(0x10_0000, text(), 0x1000) }]),
+            build_elf(
+                EM_386,
+                0x10_000C,
+                &[ElfSegment {
+                    p_type: 4,
+                    ..ElfSegment::load(0x10_0000, text(), 0x1000)
+                }],
+            ),
             |e| matches!(e, LoadError::NoLoadableSegments),
         ),
-        bad("entry outside the kernel", build_elf(EM_386, 0x10_2000, &[ElfSegment::load(0x10_0000, text(), 0x1000)]), |e| {
-            matches!(e, LoadError::EntryOutsideKernel { entry: 0x10_2000 })
-        }),
-        bad("entry outside RAM", build_elf(EM_386, 0x8000_0000, &[ElfSegment::load(0x10_0000, text(), 0x1000)]), |e| {
-            matches!(e, LoadError::EntryOutsideKernel { entry: 0x8000_0000 })
-        }),
-        bad("kernel larger than RAM", build_elf(EM_386, 0x10_000C, &[ElfSegment::load(0x10_0000, text(), 0x30_0000)]), |e| {
-            matches!(e, LoadError::KernelTooLarge { size: 0x30_0000, ram_size: MIN_RAM_SIZE })
-        }),
-        bad("segment past the end of RAM", build_elf(EM_386, 0x100_000C, &[ElfSegment::load(0x100_0000, text(), 0x1000)]), |e| {
-            matches!(e, LoadError::SegmentOutsideRam { start: 0x100_0000, .. })
-        }),
+        bad(
+            "entry outside the kernel",
+            build_elf(
+                EM_386,
+                0x10_2000,
+                &[ElfSegment::load(0x10_0000, text(), 0x1000)],
+            ),
+            |e| matches!(e, LoadError::EntryOutsideKernel { entry: 0x10_2000 }),
+        ),
+        bad(
+            "entry outside RAM",
+            build_elf(
+                EM_386,
+                0x8000_0000,
+                &[ElfSegment::load(0x10_0000, text(), 0x1000)],
+            ),
+            |e| matches!(e, LoadError::EntryOutsideKernel { entry: 0x8000_0000 }),
+        ),
+        bad(
+            "kernel larger than RAM",
+            build_elf(
+                EM_386,
+                0x10_000C,
+                &[ElfSegment::load(0x10_0000, text(), 0x50_0000)],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::KernelTooLarge {
+                        size: 0x50_0000,
+                        ram_size: 0x40_0000
+                    }
+                )
+            },
+        ),
+        bad(
+            "segment past the end of RAM",
+            build_elf(
+                EM_386,
+                0x100_000C,
+                &[ElfSegment::load(0x100_0000, text(), 0x1000)],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::SegmentOutsideRam {
+                        start: 0x100_0000,
+                        ..
+                    }
+                )
+            },
+        ),
         bad(
             "segment in the monitor's area",
-            build_elf(EM_386, 0xFFBF_F00C, &[ElfSegment::load(0xFFBF_F000, text(), 0x2000)]),
-            |e| matches!(e, LoadError::OverlapsMonitorArea { start: 0xFFBF_F000, end: 0xFFC0_1000 }),
+            build_elf(
+                EM_386,
+                0xFFBF_F00C,
+                &[ElfSegment::load(0xFFBF_F000, text(), 0x2000)],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::OverlapsMonitorArea {
+                        start: 0xFFBF_F000,
+                        end: 0xFFC0_1000
+                    }
+                )
+            },
         ),
         bad(
             "segment wrapping past 4 GiB",
-            build_elf(EM_386, 0xFFFF_F00C, &[ElfSegment::load(0xFFFF_F000, text(), 0x2000)]),
+            build_elf(
+                EM_386,
+                0xFFFF_F00C,
+                &[ElfSegment::load(0xFFFF_F000, text(), 0x2000)],
+            ),
             |e| matches!(e, LoadError::OverlapsMonitorArea { .. }),
         ),
-        BadCase { modules: module(0x10_0000), ..bad("module too large", kernel(), |e| {
-            matches!(e, LoadError::ModuleTooLarge { index: 0, size: 0x10_0000, .. })
-        }) },
-        bad("address fields cut off", { let mut i = aout_image(0x20_0010, 0x20_0000, 0, 0, 0x20_0030); i.truncate(40); i }, |e| {
-            matches!(e, LoadError::TruncatedHeader { offset: 16 })
-        }),
-        bad("header_addr below load_addr", aout_image(0x1F_0000, 0x20_0000, 0, 0, 0x20_0030), |e| {
-            matches!(e, LoadError::BadAddressFields { .. })
-        }),
-        bad("header_addr beyond its file offset", aout_image(0x20_0100, 0x20_0000, 0, 0, 0x20_0030), |e| {
-            matches!(e, LoadError::BadAddressFields { .. })
-        }),
-        bad("load_end_addr below load_addr", aout_image(0x20_0010, 0x20_0000, 0x10_0000, 0, 0x20_0030), |e| {
-            matches!(e, LoadError::BadAddressFields { .. })
-        }),
-        bad("bss_end_addr below load_end_addr", aout_image(0x20_0010, 0x20_0000, 0x20_0030, 0x20_0020, 0x20_0010), |e| {
-            matches!(e, LoadError::BadAddressFields { .. })
-        }),
-        bad("load_end_addr past the end of the file", aout_image(0x20_0010, 0x20_0000, 0x20_1000, 0, 0x20_0010), |e| {
-            matches!(e, LoadError::TruncatedSegment { .. })
-        }),
-        bad("address-field entry outside the image", aout_image(0x20_0010, 0x20_0000, 0, 0, 0x30_0000), |e| {
-            matches!(e, LoadError::EntryOutsideKernel { entry: 0x30_0000 })
-        }),
+        BadCase {
+            modules: module(0x30_0000),
+            ..bad("module too large", kernel(), |e| {
+                matches!(
+                    e,
+                    LoadError::ModuleTooLarge {
+                        index: 0,
+                        size: 0x30_0000,
+                        start: 0x10_5000,
+                        ..
+                    }
+                )
+            })
+        },
+        bad(
+            "address fields cut off",
+            {
+                let mut i = aout_image(0x20_0010, 0x20_0000, 0, 0, 0x20_0030);
+                i.truncate(40);
+                i
+            },
+            |e| matches!(e, LoadError::TruncatedHeader { offset: 16 }),
+        ),
+        bad(
+            "header_addr below load_addr",
+            aout_image(0x1F_0000, 0x20_0000, 0, 0, 0x20_0030),
+            |e| matches!(e, LoadError::BadAddressFields { .. }),
+        ),
+        bad(
+            "header_addr beyond its file offset",
+            aout_image(0x20_0100, 0x20_0000, 0, 0, 0x20_0030),
+            |e| matches!(e, LoadError::BadAddressFields { .. }),
+        ),
+        bad(
+            "load_end_addr below load_addr",
+            aout_image(0x20_0010, 0x20_0000, 0x10_0000, 0, 0x20_0030),
+            |e| matches!(e, LoadError::BadAddressFields { .. }),
+        ),
+        bad(
+            "bss_end_addr below load_end_addr",
+            aout_image(0x20_0010, 0x20_0000, 0x20_0030, 0x20_0020, 0x20_0010),
+            |e| matches!(e, LoadError::BadAddressFields { .. }),
+        ),
+        bad(
+            "load_end_addr past the end of the file",
+            aout_image(0x20_0010, 0x20_0000, 0x20_1000, 0, 0x20_0010),
+            |e| matches!(e, LoadError::TruncatedSegment { .. }),
+        ),
+        bad(
+            "address-field entry outside the image",
+            aout_image(0x20_0010, 0x20_0000, 0, 0, 0x30_0000),
+            |e| matches!(e, LoadError::EntryOutsideKernel { entry: 0x30_0000 }),
+        ),
     ]
 }
 
@@ -368,8 +622,16 @@ fn bad_images_are_refused_with_their_own_error_and_leave_ram_untouched() {
         };
         assert!((case.expect)(&err), "{}: wrong error: {err:?}", case.name);
         let message = err.to_string();
-        assert!(message.contains(';'), "{}: the message must say what to do: {message}", case.name);
-        assert!(r.as_slice().iter().all(|&b| b == 0), "{}: RAM was written", case.name);
+        assert!(
+            message.contains(';'),
+            "{}: the message must say what to do: {message}",
+            case.name
+        );
+        assert!(
+            r.as_slice().iter().all(|&b| b == 0),
+            "{}: RAM was written",
+            case.name
+        );
     }
 }
 
@@ -396,7 +658,10 @@ fn header_beyond_the_search_window_is_not_found() {
 
 #[test]
 fn qemu_cmdline_prefixes_the_kernel_path() {
-    assert_eq!(qemu_cmdline("guests/hello.elf", "a=1 b"), "guests/hello.elf a=1 b");
+    assert_eq!(
+        qemu_cmdline("guests/hello.elf", "a=1 b"),
+        "guests/hello.elf a=1 b"
+    );
     assert_eq!(qemu_cmdline("k", ""), "k ");
 }
 
@@ -408,7 +673,10 @@ fn seeds() -> Vec<Vec<u8>> {
         build_elf(
             EM_386,
             0xC010_000C,
-            &[ElfSegment { vaddr: 0xC010_0000, ..ElfSegment::load(0x10_0000, text(), 0x1000) }],
+            &[ElfSegment {
+                vaddr: 0xC010_0000,
+                ..ElfSegment::load(0x10_0000, text(), 0x1000)
+            }],
         ),
     ]
 }
