@@ -153,7 +153,8 @@ mod tests {
         assert_eq!(d.flags & 1 << 4, 1 << 4);
         let high = Segment { base: 0xFFB0_0000, ..flat };
         let d = truncated(6, &high);
-        assert_eq!(u64::from(d.base_addr) + (u64::from(d.limit) + 1) * 4096, u64::from(MONITOR_BASE));
+        let size = if d.flags & 1 << 4 != 0 { (u64::from(d.limit) + 1) * 4096 } else { u64::from(d.limit) + 1 };
+        assert_eq!(u64::from(d.base_addr) + size, u64::from(MONITOR_BASE));
         let small = Segment { limit: 0xFFF, ..flat };
         assert_eq!(truncated(6, &small).limit, 0xFFF);
         let null = Segment::default();
