@@ -25,7 +25,10 @@ pub enum DirectOutcome {
 impl Vm {
     /// Calls the guest code at `eip` natively with the current guest
     /// registers, after pushing a return address that leads back here.
+    /// Making RAM executable drops the write protection of code pages, so
+    /// this also discards every translation.
     pub fn call_direct(&mut self, eip: u32) -> Result<DirectOutcome, NativeError> {
+        self.flush_translations()?;
         self.prepare_direct_call()?;
         self.space_mut().set_ram_executable(true).map_err(NativeError::Protect)?;
         let result = self.enter_at(eip);

@@ -15,6 +15,7 @@
 pub mod addrspace;
 pub mod direct;
 pub mod ldt;
+pub mod measure;
 pub mod signals;
 pub mod switch;
 pub mod vm;

@@ -201,6 +201,23 @@ impl Vm {
         &self.tc
     }
 
+    /// Drops every translation and write-protection of code pages, for when
+    /// guest code was changed behind the guest's back (by the loader, a
+    /// test or the debugger writing RAM through the machine).
+    pub fn flush_translations(&mut self) -> Result<(), NativeError> {
+        self.tc.flush(&mut self.space.monitor());
+        for page in std::mem::take(&mut self.protected) {
+            self.space.protect_page(page, true).map_err(NativeError::Protect)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every translation unit end before the given guest addresses
+    /// (breakpoints, or the cut points of the differential tests).
+    pub fn set_unit_breaks(&mut self, breaks: std::collections::BTreeSet<u32>) {
+        self.tc.set_breaks(&mut self.space.monitor(), breaks);
+    }
+
     /// Copies the live x87/SSE state into `cpu.fpu`.
     pub fn sync_fpu(&mut self) {
         let fx = self.space.monitor_bytes(vcpu::GUEST_FX, self.cpu.fpu.len()).to_vec();

@@ -11,7 +11,7 @@
 //! and invalidation un-patches them. What keeps the guest from writing it is
 //! segment truncation, not page protection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::classify::Mode;
 use crate::emit;
@@ -137,6 +137,8 @@ pub struct TranslationCache {
     /// Which trampoline each IB-table slot holds, for invalidation.
     ib_slots: HashMap<u16, UnitId>,
     generation: u64,
+    /// Guest addresses before which every unit ends.
+    breaks: BTreeSet<u32>,
     pub stats: TranslationStats,
 }
 
@@ -170,6 +172,7 @@ impl TranslationCache {
             direct_return: TcAddr(MONITOR_BASE + direct_return),
             ib_slots: HashMap::new(),
             generation: 0,
+            breaks: BTreeSet::new(),
             stats: TranslationStats::default(),
         };
         cache.reset_ib_table(mem);
@@ -248,7 +251,7 @@ impl TranslationCache {
     /// Translates the unit at `eip` in `mode` and places it, flushing the
     /// whole cache first if it does not fit.
     pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
-        let unit = translate_unit(src, eip, mode);
+        let unit = translate_unit(src, eip, mode, &self.breaks);
         let mut flushed = Flushed(false);
         if self.next + unit.code.len() as u32 > TC_START + TC_SIZE {
             self.flush(mem);
@@ -416,6 +419,21 @@ impl TranslationCache {
     /// Guest pages that hold translated code.
     pub fn code_pages(&self) -> impl Iterator<Item = u32> + '_ {
         self.by_page.keys().copied()
+    }
+
+    /// Sets the guest addresses before which units must end, and drops
+    /// every unit that runs across one of them so it is translated again.
+    pub fn set_breaks(&mut self, mem: &mut dyn MonitorMemory, breaks: BTreeSet<u32>) {
+        let stale: BTreeSet<u32> = self
+            .units
+            .iter()
+            .filter(|u| u.valid && u.insns.iter().skip(1).any(|t| breaks.contains(&t.insn.ip32()) || self.breaks.contains(&t.insn.ip32())))
+            .map(|u| u.guest_start >> 12)
+            .collect();
+        for page in stale {
+            self.invalidate_page(mem, page);
+        }
+        self.breaks = breaks;
     }
 
     /// Empties the whole cache.

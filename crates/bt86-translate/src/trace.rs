@@ -47,6 +47,7 @@ pub fn end_reason(end: UnitEnd) -> &'static str {
         UnitEnd::PageBoundary => "guest page boundary",
         UnitEnd::LengthCap => "length cap",
         UnitEnd::SingleStep => "single-step",
+        UnitEnd::Break => "break point",
     }
 }
 
@@ -84,12 +85,8 @@ pub fn format_unit(guest_start: u32, insns: &[TranslatedInsn], end: UnitEnd, cod
     );
     for t in insns {
         let bytes: String = t.bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let _ = write!(out, "  {:08x}  {:<16} {:<32} {:<8}", t.insn.ip32(), bytes, format_insn(&t.insn), tag(&t.class));
-        let why = reason(&t.class);
-        if !why.is_empty() {
-            let _ = write!(out, " {why}");
-        }
-        out.push('\n');
+        let line = format!("  {:08x}  {:<16} {:<32} {:<8} {}", t.insn.ip32(), bytes, format_insn(&t.insn), tag(&t.class), reason(&t.class));
+        let _ = writeln!(out, "{}", line.trim_end());
         let (s, e) = (t.tc_start as usize, (t.tc_end as usize).min(code.len()));
         for (ip, text) in disassemble(&code[s..e], tc_base + t.tc_start) {
             let _ = writeln!(out, "      {ip:08x}    {text}");

@@ -11,6 +11,8 @@
 //! EIP, so a fault at any host instruction resolves to a precise guest
 //! instruction boundary.
 
+use std::collections::BTreeSet;
+
 use crate::classify::{classify, Branch, CalloutReason, Class, Mode};
 use crate::emit;
 use bt86_cpu::Exception;
@@ -103,6 +105,8 @@ pub enum UnitEnd {
     PageBoundary,
     LengthCap,
     SingleStep,
+    /// The next instruction is a break point (see [`translate_unit`]).
+    Break,
 }
 
 /// A translated unit, not yet placed in the cache.
@@ -119,8 +123,10 @@ pub struct Unit {
     pub end: UnitEnd,
 }
 
-/// Decodes guest code at `eip` and translates one unit.
-pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode) -> Unit {
+/// Decodes guest code at `eip` and translates one unit. A unit also ends
+/// before any instruction whose address is in `breaks` (breakpoints, and
+/// the random cut points of the differential tests).
+pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &BTreeSet<u32>) -> Unit {
     let mut b = Builder {
         unit: Unit {
             guest_start: eip,
@@ -183,17 +189,17 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode) -> Unit {
             Some(if mode.single_step { UnitEnd::SingleStep } else { UnitEnd::LengthCap })
         } else if next >> 12 != eip >> 12 {
             Some(UnitEnd::PageBoundary)
+        } else if breaks.contains(&next) {
+            Some(UnitEnd::Break)
         } else {
             None
         };
         if let Some(end) = end {
-            let tc_start = b.unit.code.len() as u32;
             b.exit(next, ExitKind::Branch { target: next });
             if let Some(last) = b.unit.insns.last_mut() {
                 // The fall-through stub belongs to the last instruction in
                 // traces, as its continuation.
                 last.tc_end = b.unit.code.len() as u32;
-                let _ = tc_start;
             }
             b.unit.end = end;
             break;
