@@ -14,6 +14,7 @@ pub use bt86_cpu::Cpu;
 pub use bt86_machine::Machine;
 pub use bt86_native::{Exit, LogFlags, RunStats, Vm};
 
+pub mod bench;
 pub mod stats;
 
 /// The demo guest built into the binary: `bt86 run` with no kernel runs it.
@@ -59,8 +60,10 @@ pub struct RunConfig {
 /// A failure before the guest runs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read the {what} {path}: {source}; check that the path names a readable file")]
+    Read { what: &'static str, path: String, source: std::io::Error },
+    #[error("the kernel file {path} is empty; give the path of a Multiboot ELF kernel (a build that stopped half-way can leave an empty file: rebuild it)")]
+    EmptyKernel { path: String },
     #[error("{path}: {source}")]
     Load { path: String, source: bt86_machine::LoadError },
     #[error("{0}")]
@@ -79,8 +82,10 @@ impl Error {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Read { path: path.display().to_string(), source })
+/// Reads a whole input file; `what` names its role ("kernel", "--initrd
+/// module") so that the message says which of the user's files failed.
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read { what, path: path.display().to_string(), source })
 }
 
 /// Builds a VM with the kernel loaded and the CPU at its entry point.
@@ -90,9 +95,14 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
         None => DEFAULT_RAM_SIZE,
     };
     let (name, image) = match &config.kernel {
-        Some(path) => (path.display().to_string(), read(path)?),
+        Some(path) => (path.display().to_string(), read("kernel", path)?),
         None => ("the demo guest".to_string(), DEMO_GUEST.to_vec()),
     };
+    // The loader would only say that it found no Multiboot header in 0
+    // bytes; an empty file deserves a message of its own.
+    if image.is_empty() {
+        return Err(Error::EmptyKernel { path: name });
+    }
     // QEMU passes the kernel's file name as the first word of the command
     // line; so does bt86, so guests see the same string.
     let cmdline_name = config.kernel.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "demo".to_string());
@@ -101,7 +111,7 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
         .modules
         .iter()
         .map(|p| {
-            Ok(bt86_machine::Module { cmdline: p.display().to_string(), data: read(p)? })
+            Ok(bt86_machine::Module { cmdline: p.display().to_string(), data: read("--initrd module", p)? })
         })
         .collect::<Result<Vec<_>, Error>>()?;
     // Validate the kernel before touching the host: bad input must fail

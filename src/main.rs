@@ -32,16 +32,16 @@ struct RunArgs {
     /// The Multiboot (v1) ELF kernel to boot. Without one, bt86 runs its
     /// built-in demo guest.
     kernel: Option<PathBuf>,
-    /// The kernel, as QEMU's -kernel.
+    /// The kernel, given as an option; also spelled -kernel, as in QEMU.
     #[arg(long = "kernel", value_name = "KERNEL", conflicts_with = "kernel")]
     kernel_opt: Option<PathBuf>,
     /// Guest RAM size, as QEMU's -m: a number of MiB, or with a K, M or G suffix.
     #[arg(short = 'm', value_name = "SIZE")]
     memory: Option<String>,
-    /// The kernel command line (Multiboot cmdline).
+    /// The kernel command line (Multiboot cmdline); also spelled -append, as in QEMU.
     #[arg(long, value_name = "CMDLINE", default_value = "")]
     append: String,
-    /// A file to pass as a Multiboot module (repeatable).
+    /// A file to pass as a Multiboot module (repeatable); also spelled -initrd, as in QEMU.
     #[arg(long, value_name = "FILE")]
     initrd: Vec<PathBuf>,
     /// Stop the guest after this many seconds (status 124).

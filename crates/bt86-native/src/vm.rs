@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bt86_cpu::emulate::{emulate, EmulateError};
 use bt86_cpu::interrupt::{deliver_exception, deliver_interrupt, Shutdown, Source};
@@ -90,10 +90,6 @@ pub struct RunStats {
     pub protected_pages: u64,
     /// `modify_ldt` calls made to update shadow segments.
     pub ldt_writes: u64,
-    /// Nanoseconds spent in the guest (including chained execution) and in
-    /// the monitor.
-    pub guest_time: Duration,
-    pub monitor_time: Duration,
 }
 
 /// A virtual machine on this host.
@@ -365,13 +361,11 @@ impl Vm {
         self.space.vcpu_write(vcpu::GPR, &regs);
         self.space.vcpu_write(vcpu::ENTRY_TARGET, &target.to_le_bytes());
         self.stats.entries += 1;
-        let t0 = Instant::now();
         // SAFETY: the VCPU page is set up (far pointers, shadow selectors
         // synced above, entry target inside the TC), the landing pad was
         // copied at construction, and the fault handlers and this thread's
         // alternate stack are installed.
         unsafe { switch::bt86_world_enter(u64::from(MONITOR_BASE)) };
-        self.stats.guest_time += t0.elapsed();
         for i in 0..8 {
             self.cpu.gpr[i] = self.space.vcpu_read(vcpu::GPR + 4 * i as u32);
         }
@@ -387,7 +381,6 @@ impl Vm {
     /// Acts on the exit that just happened. `trap_flag` says whether TF was
     /// set when the unit was entered (single-step mode).
     fn handle_exit(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
-        let t0 = Instant::now();
         let id = ExitId(self.space.vcpu_read(vcpu::EXIT_ID));
         self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
         let result = match id {
@@ -432,7 +425,6 @@ impl Vm {
                 None => Err(NativeError::Internal(format!("unknown exit id {}", id.0))),
             },
         };
-        self.stats.monitor_time += t0.elapsed();
         result
     }
 
@@ -624,6 +616,11 @@ impl Vm {
         match emulate(&mut self.cpu, &mut self.machine, &insn) {
             Ok(()) => {
                 self.stats.emulated_accesses += 1;
+                // Code on a page the host cannot protect (page 0 is never
+                // mapped) may just have been rewritten by this access.
+                if self.tc.page_has_code(page) && !self.code_intact(page) {
+                    self.tc.invalidate_page(&mut self.space.monitor(), page);
+                }
                 self.single_step_trap(trap_flag)
             }
             Err(EmulateError::Exception(e)) => self.deliver(e),
