@@ -153,6 +153,13 @@ pub fn classify(insn: &Instruction, mode: Mode) -> Class {
     if insn.is_invalid() {
         return Class::Fault(Exception::InvalidOpcode);
     }
+    // VEX, EVEX and XOP encodings (AVX and later) belong to CPUs newer
+    // than the virtual model, which reports no AVX and no OSXSAVE: on such
+    // a CPU they raise #UD. Run natively they would also expose the host's
+    // upper vector state, which FXSAVE does not switch.
+    if insn.encoding() != iced_x86::EncodingKind::Legacy {
+        return Class::Fault(Exception::InvalidOpcode);
+    }
     if mode.fpu_trap {
         if let Some(exc) = fpu_fault(insn, mode) {
             return Class::Fault(exc);
@@ -328,6 +335,7 @@ mod tests {
             (&[0x65, 0xff, 0x13], Class::Callout(CalloutReason::GsOverride)),      // call gs:[ebx]
             (&[0x0f, 0x01, 0xd0], Class::Fault(Exception::InvalidOpcode)),         // xgetbv
             (&[0x0f, 0xff, 0xc0], Class::Ident),                                   // ud0 faults natively
+            (&[0xc5, 0xf8, 0x77], Class::Fault(Exception::InvalidOpcode)),         // vzeroupper (VEX)
         ];
         for (bytes, want) in cases {
             assert_eq!(class_of(bytes), *want, "bytes {:02x?}", bytes);

@@ -294,9 +294,14 @@ impl Builder {
                 emit::ib_dispatch(&mut self.unit.code);
             }
             Branch::IndirectJump | Branch::IndirectCall => {
+                let Some(load) = load_target_into_ecx(insn) else {
+                    // An operand the encoder cannot express as a mov:
+                    // let the monitor carry out the branch instead.
+                    self.exit(eip, ExitKind::Callout { eip, insn: *insn, reason: CalloutReason::OddBranch });
+                    return;
+                };
                 self.map(eip, MapKind::ScratchSequence);
                 emit::save_scratch(&mut self.unit.code);
-                let load = load_target_into_ecx(insn);
                 self.unit.code.extend_from_slice(&load);
                 if branch == Branch::IndirectCall {
                     emit::push_imm32(&mut self.unit.code, next);
@@ -334,7 +339,7 @@ fn condition_code(cc: ConditionCode) -> u8 {
 /// `mov ecx, <operand of jmp/call r/m>`: the target is read with the guest's
 /// own addressing mode and segment, before `call` pushes anything, as the
 /// SDM's CALL pseudo-code does.
-fn load_target_into_ecx(insn: &Instruction) -> Vec<u8> {
+fn load_target_into_ecx(insn: &Instruction) -> Option<Vec<u8>> {
     let mov = if insn.op0_kind() == OpKind::Register {
         Instruction::with2(iced_x86::Code::Mov_r32_rm32, Register::ECX, insn.op0_register())
     } else {
@@ -350,10 +355,7 @@ fn load_target_into_ecx(insn: &Instruction) -> Vec<u8> {
         Instruction::with2(iced_x86::Code::Mov_r32_rm32, Register::ECX, mem)
     };
     let mut encoder = Encoder::new(32);
-    match mov.and_then(|m| encoder.encode(&m, 0).map_err(Into::into)) {
-        Ok(_) => encoder.take_buffer(),
-        // Every 32-bit r/m operand of jmp/call is also a valid operand of
-        // mov, so this cannot fail for decoded input.
-        Err(e) => unreachable!("re-encoding an indirect branch operand failed: {e}"),
-    }
+    // Every 32-bit r/m operand of jmp/call is also a valid operand of mov,
+    // so this does not fail for decoded input; the caller copes if it does.
+    mov.ok().and_then(|m| encoder.encode(&m, 0).ok()).map(|_| encoder.take_buffer())
 }
