@@ -165,16 +165,23 @@ fn entry_cpu(entry: &bt86_machine::loader::multiboot::EntryState) -> Cpu {
 pub fn describe_exit(exit: &Exit) -> (i32, Option<String>) {
     match exit {
         Exit::GuestExit(s) => (*s, None),
+        // A halted CPU's EIP already points past the hlt, where an
+        // interrupt would resume it (SDM Vol. 2A, HLT). HLT is the one-byte
+        // opcode F4 with no operands, so the hlt itself is one byte earlier
+        // (a redundant prefix would make it start earlier still, which no
+        // compiler emits); the messages name the hlt's own address.
         Exit::Halted { eip, interrupts_enabled: false } => (
             status::HALTED,
             Some(format!(
-                "the guest halted with interrupts disabled (hlt at EIP {eip:#010x} after cli); nothing can wake it, so the run ends"
+                "the guest halted with interrupts disabled (hlt at EIP {:#010x} after cli); nothing can wake it, so the run ends",
+                eip.wrapping_sub(1)
             )),
         ),
         Exit::Halted { eip, interrupts_enabled: true } => (
             status::HALTED,
             Some(format!(
-                "the guest halted at EIP {eip:#010x} waiting for an interrupt, but this version of bt86 has no device that raises interrupts; the run ends"
+                "the guest halted waiting for an interrupt (hlt at EIP {:#010x} with interrupts enabled), but this version of bt86 has no device that raises interrupts; the run ends",
+                eip.wrapping_sub(1)
             )),
         ),
         Exit::Shutdown(s) => (status::TRIPLE_FAULT, Some(format!("{s}; the virtual CPU shut down"))),

@@ -4,6 +4,8 @@
 //! demo guest) and runs it from the translation cache. Options that QEMU
 //! users type by habit keep QEMU's meaning: `-m`, `-append`/`--append`,
 //! `-initrd`, `-kernel`, `-d in_asm,out_asm,int,exec` and `-D FILE`.
+//! `bt86 bench` measures translated against native execution, translation
+//! throughput and the cost of a callout, and prints a table of ratios.
 
 use std::fs::File;
 use std::io::Write;
@@ -25,6 +27,22 @@ struct Cli {
 enum Command {
     /// Boot a Multiboot kernel and run it natively from the translation cache.
     Run(RunArgs),
+    /// Measure bt86 against native execution and a bare world switch, and
+    /// print a table of ratios and targets (a few seconds).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The compute guest whose kernels are timed (default: the built-in one).
+    #[arg(long, value_name = "ELF")]
+    compute: Option<PathBuf>,
+    /// Timed repetitions of each measurement; the fastest counts.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    repeats: u32,
+    /// Multiply the work of each measurement by this factor.
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    scale: f64,
 }
 
 #[derive(Args)]
@@ -80,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(qemu_spellings(std::env::args()));
     let code = match cli.command {
         Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
     };
     ExitCode::from((code & 0xFF) as u8)
 }
@@ -130,7 +149,7 @@ fn run(args: RunArgs) -> i32 {
             Some(path) => match File::create(path) {
                 Ok(f) => Box::new(std::io::BufWriter::new(f)),
                 Err(e) => {
-                    eprintln!("bt86: cannot create log file {}: {e}", path.display());
+                    eprintln!("bt86: cannot create the -D log file {}: {e}; check that its directory exists and is writable", path.display());
                     return status::BAD_INPUT;
                 }
             },
@@ -168,4 +187,28 @@ fn run(args: RunArgs) -> i32 {
         eprint!("{}", bt86::stats::format(&vm.translation_cache().stats, &vm.stats));
     }
     code
+}
+
+fn bench(args: BenchArgs) -> i32 {
+    if args.repeats == 0 || !(args.scale.is_finite() && args.scale > 0.0) {
+        eprintln!("bt86: bench needs --repeats of at least 1 and a positive --scale (got {} and {})", args.repeats, args.scale);
+        return status::BAD_INPUT;
+    }
+    let options = bt86::bench::BenchOptions { compute_guest: args.compute, repeats: args.repeats, scale: args.scale };
+    match bt86::bench::run_all(&options) {
+        Ok(rows) => {
+            print!("{}", bt86::bench::format_table(&rows));
+            0
+        }
+        Err(e) => {
+            eprintln!("bt86: bench: {e}");
+            match e {
+                bt86::bench::BenchError::Build(e) => e.status(),
+                bt86::bench::BenchError::ReadGuest { .. } | bt86::bench::BenchError::Elf { .. } | bt86::bench::BenchError::MissingKernel(_) => {
+                    status::BAD_INPUT
+                }
+                _ => status::MONITOR_ERROR,
+            }
+        }
+    }
 }

@@ -48,10 +48,13 @@ pub fn install() -> Result<(), NativeError> {
             action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             // SAFETY: sa_mask is a field of the local value we own.
             unsafe { libc::sigemptyset(&mut action.sa_mask) };
-            // SAFETY: both pointers are to live locals; the old action is
-            // written to `old`.
+            // SAFETY: an all-zero sigaction is a valid value to be
+            // overwritten by the kernel.
             let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            if unsafe { libc::sigaction(sig, &action, &mut old) } != 0 {
+            // SAFETY: both pointers are to live locals; the kernel reads
+            // `action` and writes the previous disposition into `old`.
+            let installed = unsafe { libc::sigaction(sig, &action, &mut old) };
+            if installed != 0 {
                 result = Err(NativeError::Signals(io::Error::last_os_error()));
                 return;
             }
@@ -65,9 +68,11 @@ pub fn install() -> Result<(), NativeError> {
 
 /// Gives the calling thread an alternate signal stack, if it has none.
 pub fn ensure_alt_stack() -> Result<(), NativeError> {
-    // SAFETY: a null new stack only queries the current one into `cur`.
+    // SAFETY: an all-zero stack_t is a valid value for the kernel to fill.
     let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
-    if unsafe { libc::sigaltstack(std::ptr::null(), &mut cur) } == 0 && cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALT_STACK_SIZE {
+    // SAFETY: a null new stack only queries the current one into `cur`.
+    let queried = unsafe { libc::sigaltstack(std::ptr::null(), &mut cur) };
+    if queried == 0 && cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALT_STACK_SIZE {
         return Ok(());
     }
     // SAFETY: an anonymous private mapping; its address is checked below.

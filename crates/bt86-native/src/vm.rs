@@ -338,6 +338,13 @@ impl Vm {
             let sel = self.ldt.shadow(reg, &seg)?;
             self.space.vcpu_write(field, &sel.to_le_bytes());
         }
+        // The guest-visible selectors, for inline `push sreg` / `mov r, sreg`.
+        let mut selectors = [0u8; 24];
+        for reg in SegReg::ALL {
+            let i = reg as usize * 4;
+            selectors[i..i + 4].copy_from_slice(&u32::from(self.cpu.segment(reg).selector.0).to_le_bytes());
+        }
+        self.space.vcpu_write(vcpu::GUEST_SELECTORS, &selectors);
         self.stats.ldt_writes = self.ldt.writes;
         self.shadow_generation = Some(self.cpu.segment_generation);
         Ok(())
@@ -561,7 +568,7 @@ impl Vm {
             16 => Exception::FloatingPoint,
             17 => Exception::AlignmentCheck,
             19 => Exception::SimdFloatingPoint,
-            12 | 13 | 14 => {
+            12..=14 => {
                 self.count_exit("memory-fault");
                 return self.memory_fault(trapno, err, addr as u32, trap_flag);
             }

@@ -283,6 +283,7 @@ impl TranslationCache {
                 crate::Class::Ident => s.ident += 1,
                 crate::Class::Branch(b) => *s.rewritten.entry(branch_class(b)).or_default() += 1,
                 crate::Class::Callout(r) => *s.rewritten.entry(r.class()).or_default() += 1,
+                crate::Class::Inline(_) => *s.rewritten.entry("segment-read-inline").or_default() += 1,
                 crate::Class::Fault(_) => *s.rewritten.entry("fault").or_default() += 1,
             }
         }

@@ -121,6 +121,17 @@ pub enum Branch {
     IndirectCall,
 }
 
+/// Sensitive instructions the translator rewrites inline, without an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Inline {
+    /// `push sreg` (32-bit operand size): pushes the guest's own selector,
+    /// read from the VCPU page, instead of the shadow's.
+    PushSegment { sreg: u8 },
+    /// `mov r32/r16, sreg`: loads the guest's own selector from the VCPU
+    /// page.
+    ReadSegment { sreg: u8, dest: Register },
+}
+
 /// What the translator does with one guest instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -128,6 +139,8 @@ pub enum Class {
     Ident,
     /// Rewritten control transfer.
     Branch(Branch),
+    /// Rewritten in place, without leaving translated code.
+    Inline(Inline),
     /// Ends the unit with an exit to the virtual CPU.
     Callout(CalloutReason),
     /// Raises this exception when reached.
@@ -181,7 +194,10 @@ pub fn classify(insn: &Instruction, mode: Mode) -> Class {
         M::Sgdt | M::Sidt | M::Sldt | M::Str | M::Smsw => callout(CalloutReason::HostStateRead),
         M::Lar | M::Lsl | M::Verr | M::Verw => callout(CalloutReason::DescriptorCheck),
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => callout(CalloutReason::SegmentRegister),
-        M::Mov | M::Push | M::Pop if uses_segment_register(insn) => callout(CalloutReason::SegmentRegister),
+        M::Mov | M::Push | M::Pop if uses_segment_register(insn) => match inline_segment_read(insn) {
+            Some(inline) => Class::Inline(inline),
+            None => callout(CalloutReason::SegmentRegister),
+        },
         M::Iret | M::Iretd | M::Retf => callout(CalloutReason::FarTransfer),
         M::Jmp | M::Call if insn.is_jmp_far() || insn.is_call_far() || insn.is_jmp_far_indirect() || insn.is_call_far_indirect() => {
             callout(CalloutReason::FarTransfer)
@@ -238,14 +254,31 @@ fn classify_unprivileged(insn: &Instruction) -> Class {
 /// Near branches with a 16-bit operand size truncate EIP to 16 bits and pop
 /// or push 2 bytes; they are rare in 32-bit code and emulated.
 fn branch_or_odd(insn: &Instruction, branch: Branch) -> Class {
-    let op16 = match insn.code().op_code().operand_size() {
-        16 => true,
-        _ => false,
-    };
-    if op16 {
+    if insn.code().op_code().operand_size() == 16 {
         Class::Callout(CalloutReason::OddBranch)
     } else {
         Class::Branch(branch)
+    }
+}
+
+/// The segment-register reads that can be done inline: `push sreg` with a
+/// 32-bit operand size and `mov reg, sreg`. Loads of segment registers,
+/// and stores of them to memory, stay callouts.
+fn inline_segment_read(insn: &Instruction) -> Option<Inline> {
+    let sreg = |r: Register| r.number() as u8; // ES=0 .. GS=5, SegReg order
+    match insn.mnemonic() {
+        Mnemonic::Push if insn.op0_kind() == OpKind::Register && insn.stack_pointer_increment() == -4 => {
+            Some(Inline::PushSegment { sreg: sreg(insn.op0_register()) })
+        }
+        Mnemonic::Mov
+            if insn.op0_kind() == OpKind::Register
+                && insn.op0_register().is_gpr()
+                && insn.op1_kind() == OpKind::Register
+                && insn.op1_register().is_segment_register() =>
+        {
+            Some(Inline::ReadSegment { sreg: sreg(insn.op1_register()), dest: insn.op0_register() })
+        }
+        _ => None,
     }
 }
 
@@ -313,8 +346,11 @@ mod tests {
             (&[0x0f, 0x21, 0xc0], Class::Callout(CalloutReason::Privileged)),      // mov eax, dr0
             (&[0x9c], Class::Callout(CalloutReason::InterruptFlag)),               // pushfd
             (&[0x0f, 0x01, 0x05, 0, 0, 0, 0], Class::Callout(CalloutReason::HostStateRead)), // sgdt
-            (&[0x8c, 0xd8], Class::Callout(CalloutReason::SegmentRegister)),       // mov eax, ds
-            (&[0x1e], Class::Callout(CalloutReason::SegmentRegister)),             // push ds
+            (&[0x8c, 0xd8], Class::Inline(Inline::ReadSegment { sreg: 3, dest: Register::EAX })), // mov eax, ds
+            (&[0x1e], Class::Inline(Inline::PushSegment { sreg: 3 })),             // push ds
+            (&[0x8c, 0x18], Class::Callout(CalloutReason::SegmentRegister)),       // mov [eax], ds
+            (&[0x1f], Class::Callout(CalloutReason::SegmentRegister)),             // pop ds
+            (&[0x8e, 0xd8], Class::Callout(CalloutReason::SegmentRegister)),       // mov ds, eax
             (&[0x0f, 0x02, 0xc3], Class::Callout(CalloutReason::DescriptorCheck)), // lar eax, bx
             (&[0xea, 0, 0, 0, 0, 0x23, 0], Class::Callout(CalloutReason::FarTransfer)), // jmp far 0x23:0
             (&[0xcd, 0x80], Class::Callout(CalloutReason::SoftwareInterrupt)),     // int 0x80

@@ -113,6 +113,36 @@ pub fn ib_dispatch(out: &mut Vec<u8>) {
     push_u32(out, IB_TABLE);
 }
 
+/// `push dword gs:[GUEST_SELECTORS + 4*sreg]`: pushes the guest's own
+/// selector, zero-extended, as `push sreg` does on CPUs that write all 32
+/// bits (SDM Vol. 2B PUSH allows either).
+///
+/// ```text
+/// push dword gs:[disp32]            ; 65 FF 35 disp32
+/// ```
+pub fn push_guest_selector(out: &mut Vec<u8>, sreg: u8) {
+    out.extend_from_slice(&[GS, 0xFF, 0x35]);
+    push_u32(out, vcpu::GUEST_SELECTORS + 4 * u32::from(sreg));
+}
+
+/// `mov r, sreg` reading the guest's own selector: `movzx r32, word
+/// gs:[...]` for a 32-bit destination (the upper half is zeroed, as P6 and
+/// later CPUs do), `mov r16, gs:[...]` for a 16-bit one.
+///
+/// ```text
+/// movzx r32, word gs:[disp32]       ; 65 0F B7 /r disp32
+/// mov r16, gs:[disp32]              ; 66 65 8B /r disp32
+/// ```
+pub fn read_guest_selector(out: &mut Vec<u8>, sreg: u8, dest_number: u8, dest_is_16bit: bool) {
+    let modrm = (dest_number & 7) << 3 | 0b101;
+    if dest_is_16bit {
+        out.extend_from_slice(&[0x66, GS, 0x8B, modrm]);
+    } else {
+        out.extend_from_slice(&[GS, 0x0F, 0xB7, modrm]);
+    }
+    push_u32(out, vcpu::GUEST_SELECTORS + 4 * u32::from(sreg));
+}
+
 /// The shared indirect-branch miss stub: the target is in ECX, the guest's
 /// ECX and EDX are parked.
 ///

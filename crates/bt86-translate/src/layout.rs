@@ -96,6 +96,10 @@ pub mod vcpu {
     pub const FAULT_ERR: u32 = 0x8C;
     pub const FAULT_ADDR: u32 = 0x90;
     pub const FAULT_RIP: u32 = 0x98;
+    /// The guest-visible selectors of ES, CS, SS, DS, FS and GS (in
+    /// `SegReg` order), zero-extended to 4 bytes, kept current by the
+    /// monitor so that translated code can read them inline.
+    pub const GUEST_SELECTORS: u32 = 0xA0;
     /// The guest's FXSAVE image while the monitor runs (16-byte aligned).
     pub const GUEST_FX: u32 = 0x200;
 }

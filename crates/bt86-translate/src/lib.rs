@@ -16,6 +16,6 @@ pub mod trace;
 pub mod unit;
 
 pub use cache::{BufferMemory, ExitId, ExitRecord, MonitorMemory, PlacedUnit, TranslationCache, TranslationStats, UnitId};
-pub use classify::{classify, Branch, CalloutReason, Class, Mode};
+pub use classify::{classify, Branch, CalloutReason, Class, Inline, Mode};
 pub use layout::TcAddr;
 pub use unit::{translate_unit, CodeSource, ExitKind, MapEntry, MapKind, TranslatedInsn, Unit, UnitEnd};

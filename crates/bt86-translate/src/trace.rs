@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::classify::{Branch, Class};
+use crate::classify::{Branch, Class, Inline};
 use crate::unit::{TranslatedInsn, UnitEnd};
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
 
@@ -14,7 +14,7 @@ use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter};
 pub fn tag(class: &Class) -> &'static str {
     match class {
         Class::Ident => "IDENT",
-        Class::Branch(_) => "REWRITE",
+        Class::Branch(_) | Class::Inline(_) => "REWRITE",
         Class::Callout(_) => "CALLOUT",
         Class::Fault(_) => "FAULT",
     }
@@ -33,6 +33,8 @@ pub fn reason(class: &Class) -> String {
             Branch::IndirectJump => "jmp r/m: inline indirect-branch lookup through gs:".into(),
             Branch::IndirectCall => "call r/m: pushes the guest return address, inline lookup".into(),
         },
+        Class::Inline(Inline::PushSegment { .. }) => "push sreg: pushes the guest's selector from the VCPU page".into(),
+        Class::Inline(Inline::ReadSegment { .. }) => "mov r, sreg: reads the guest's selector from the VCPU page".into(),
         Class::Callout(r) => r.describe().into(),
         Class::Fault(e) => format!("raises {e} when reached"),
     }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::classify::{classify, Branch, CalloutReason, Class, Mode};
+use crate::classify::{classify, Branch, CalloutReason, Class, Inline, Mode};
 use crate::emit;
 use bt86_cpu::Exception;
 use iced_x86::{ConditionCode, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, OpKind, Register};
@@ -158,6 +158,16 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &B
             Class::Ident => {
                 b.map(pc, MapKind::Ident);
                 b.unit.code.extend_from_slice(&insn_bytes);
+                None
+            }
+            Class::Inline(inline) => {
+                b.map(pc, MapKind::Rewritten);
+                match inline {
+                    Inline::PushSegment { sreg } => emit::push_guest_selector(&mut b.unit.code, sreg),
+                    Inline::ReadSegment { sreg, dest } => {
+                        emit::read_guest_selector(&mut b.unit.code, sreg, dest.number() as u8, dest.size() == 2)
+                    }
+                }
                 None
             }
             Class::Branch(branch) => {
