@@ -687,9 +687,9 @@ impl Vm {
         for id in units {
             for t in &self.tc.unit(id).insns {
                 let ip = t.insn.ip32();
-                let len = t.bytes.len();
+                let len = t.bytes().len();
                 self.machine.read_phys(GuestPhysAddr(ip), &mut buf[..len]);
-                if buf[..len] != t.bytes[..] {
+                if buf[..len] != *t.bytes() {
                     return false;
                 }
             }

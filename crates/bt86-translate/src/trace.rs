@@ -77,7 +77,7 @@ pub fn disassemble(code: &[u8], ip: u32) -> Vec<(u32, String)> {
 /// translated code as placed at `tc_base`.
 pub fn format_unit(guest_start: u32, insns: &[TranslatedInsn], end: UnitEnd, code: &[u8], tc_base: u32) -> String {
     let mut out = String::new();
-    let guest_bytes: usize = insns.iter().map(|t| t.bytes.len()).sum();
+    let guest_bytes: usize = insns.iter().map(|t| t.bytes().len()).sum();
     let _ = writeln!(
         out,
         "unit {guest_start:#010x}: {} guest instructions, {guest_bytes} bytes -> {} TC bytes at {tc_base:#010x}; ends at {}",
@@ -86,7 +86,7 @@ pub fn format_unit(guest_start: u32, insns: &[TranslatedInsn], end: UnitEnd, cod
         end_reason(end)
     );
     for t in insns {
-        let bytes: String = t.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes: String = t.bytes().iter().map(|b| format!("{b:02x}")).collect();
         let line = format!("  {:08x}  {:<16} {:<32} {:<8} {}", t.insn.ip32(), bytes, format_insn(&t.insn), tag(&t.class), reason(&t.class));
         let _ = writeln!(out, "{}", line.trim_end());
         let (s, e) = (t.tc_start as usize, (t.tc_end as usize).min(code.len()));

@@ -89,11 +89,21 @@ pub struct MapEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranslatedInsn {
     pub insn: Instruction,
-    pub bytes: Vec<u8>,
+    /// The guest bytes (at most 15; kept inline, units are made by the
+    /// hundred thousand).
+    raw: [u8; 16],
+    len: u8,
     pub class: Class,
     /// Offsets in the unit's code of the translation (stubs included).
     pub tc_start: u32,
     pub tc_end: u32,
+}
+
+impl TranslatedInsn {
+    /// The guest instruction's bytes as translated.
+    pub fn bytes(&self) -> &[u8] {
+        &self.raw[..self.len as usize]
+    }
 }
 
 /// Why a unit ended where it did.
@@ -151,13 +161,13 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &B
         } else {
             (classify(&insn, mode), insn.len())
         };
-        let insn_bytes = bytes[..len].to_vec();
+        let insn_bytes = &bytes[..len];
         let tc_start = b.unit.code.len() as u32;
         let next = pc.wrapping_add(len as u32);
         let end = match class {
             Class::Ident => {
                 b.map(pc, MapKind::Ident);
-                b.unit.code.extend_from_slice(&insn_bytes);
+                b.unit.code.extend_from_slice(insn_bytes);
                 None
             }
             Class::Inline(inline) => {
@@ -171,7 +181,7 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &B
                 None
             }
             Class::Branch(branch) => {
-                b.branch(&insn, branch, &insn_bytes);
+                b.branch(&insn, branch, insn_bytes);
                 Some(UnitEnd::ControlTransfer)
             }
             Class::Callout(reason) => {
@@ -185,7 +195,8 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &B
         };
         b.unit.insns.push(TranslatedInsn {
             insn,
-            bytes: insn_bytes,
+            raw: bytes,
+            len: len as u8,
             class,
             tc_start,
             tc_end: b.unit.code.len() as u32,
