@@ -443,6 +443,60 @@ static void fast_system_calls(void)
     report("sysenter with SYSENTER_CS=0");
 }
 
+/* The x87 and SSE registers belong to the guest while its code runs natively
+ * out of the translation cache; every exit to the monitor must save them and
+ * every re-entry restore them. Load known values, cause a string of exits
+ * (port I/O, CPUID and an int3 handled by the guest), and read them back. */
+static void fpu_state_across_exits(void)
+{
+    /* in: 0..127, out: 128..255, x87 in: 256..263, x87 out: 264..271 */
+    static struct {
+        uint32_t in[32], out[32], x87_in[2], x87_out[2];
+    } s __attribute__((aligned(16)));
+    for (int i = 0; i < 32; i++)
+        s.in[i] = 0x01010101u * (uint32_t)(i + 1) ^ 0x5a5a0000u;
+    s.x87_in[0] = 0x3fc00000u; /* 1.5f */
+    s.x87_in[1] = 0x40490fdbu; /* pi */
+    write_cr4(read_cr4() | CR4_OSFXSR);
+    __asm__ volatile(
+        "movdqa 0(%0), %%xmm0\n\t"
+        "movdqa 16(%0), %%xmm1\n\t"
+        "movdqa 32(%0), %%xmm2\n\t"
+        "movdqa 48(%0), %%xmm3\n\t"
+        "movdqa 64(%0), %%xmm4\n\t"
+        "movdqa 80(%0), %%xmm5\n\t"
+        "movdqa 96(%0), %%xmm6\n\t"
+        "movdqa 112(%0), %%xmm7\n\t"
+        "flds 256(%0)\n\t"
+        "flds 260(%0)\n\t"
+        "outb %%al, $0x80\n\t"
+        "pushl %%ebx\n\t"
+        "pushl %0\n\t"
+        "xorl %%eax, %%eax\n\t"
+        "cpuid\n\t"
+        "popl %0\n\t"
+        "popl %%ebx\n\t"
+        "outb %%al, $0x80\n\t"
+        "fstps 264(%0)\n\t"
+        "fstps 268(%0)\n\t"
+        "movdqa %%xmm0, 128(%0)\n\t"
+        "movdqa %%xmm1, 144(%0)\n\t"
+        "movdqa %%xmm2, 160(%0)\n\t"
+        "movdqa %%xmm3, 176(%0)\n\t"
+        "movdqa %%xmm4, 192(%0)\n\t"
+        "movdqa %%xmm5, 208(%0)\n\t"
+        "movdqa %%xmm6, 224(%0)\n\t"
+        "movdqa %%xmm7, 240(%0)\n\t"
+        :
+        : "S"(&s)
+        : "eax", "ecx", "edx", "memory");
+    int same = 1;
+    for (int i = 0; i < 32; i++)
+        same &= s.in[i] == s.out[i];
+    printf("sse registers across exits: %s\n", same ? "kept" : "LOST");
+    printf("x87 stack across exits: 0x%08x 0x%08x\n", s.x87_out[0], s.x87_out[1]);
+}
+
 int kmain(uint32_t magic, const struct multiboot_info *info)
 {
     (void)info;
@@ -460,6 +514,7 @@ int kmain(uint32_t magic, const struct multiboot_info *info)
     ports();
     msrs_and_cpuid();
     fast_system_calls();
+    fpu_state_across_exits();
     puts("probe: done\n");
     return EXIT_PASS;
 }
