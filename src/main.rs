@@ -78,13 +78,58 @@ struct RunArgs {
     /// Write the debug log to FILE instead of standard error, as QEMU's -D.
     #[arg(short = 'D', value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Accepted for QEMU compatibility: COM1 always goes to standard output,
+    /// so only `stdio` is allowed.
+    #[arg(long, value_name = "stdio")]
+    serial: Option<String>,
+    /// Accepted for QEMU compatibility: bt86 has no display (`none`).
+    #[arg(long, value_name = "none")]
+    display: Option<String>,
+    /// Accepted for QEMU compatibility: bt86 always has QEMU's
+    /// `isa-debug-exit,iobase=0xf4,iosize=0x04`, and no other device.
+    #[arg(long, value_name = "DEVICE")]
+    device: Vec<String>,
+    /// Accepted for QEMU compatibility: bt86 never reboots; a triple fault
+    /// ends the run (status 6).
+    #[arg(long)]
+    no_reboot: bool,
+    /// Accepted for QEMU compatibility: bt86 has no display.
+    #[arg(long)]
+    nographic: bool,
+}
+
+/// Checks the QEMU options bt86 accepts only in the one form it implements,
+/// so that a pasted QEMU command line either means the same thing or fails
+/// with a clear message.
+fn check_qemu_compat(args: &RunArgs) -> Result<(), String> {
+    if let Some(s) = &args.serial {
+        if s != "stdio" {
+            return Err(format!("-serial {s}: bt86's COM1 always writes to standard output; use -serial stdio or leave it out"));
+        }
+    }
+    if let Some(d) = &args.display {
+        if d != "none" {
+            return Err(format!("-display {d}: bt86 has no display; use -display none or leave it out"));
+        }
+    }
+    for dev in &args.device {
+        let normalized: Vec<&str> = dev.split(',').collect();
+        let is_debug_exit = normalized.first() == Some(&"isa-debug-exit")
+            && normalized[1..].iter().all(|p| matches!(*p, "iobase=0xf4" | "iobase=0xF4" | "iosize=0x04" | "iosize=4" | "iosize=0x4"));
+        if !is_debug_exit {
+            return Err(format!(
+                "-device {dev}: bt86 has no such device; it always has isa-debug-exit,iobase=0xf4,iosize=0x04 and nothing else"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// QEMU spells some options with one dash (`-kernel`, `-append`,
 /// `-initrd`); accept them as their double-dash forms.
 fn qemu_spellings(args: impl Iterator<Item = String>) -> Vec<String> {
     args.map(|a| match a.as_str() {
-        "-kernel" | "-append" | "-initrd" => format!("-{a}"),
+        "-kernel" | "-append" | "-initrd" | "-serial" | "-display" | "-device" | "-no-reboot" | "-nographic" => format!("-{a}"),
         _ => a,
     })
     .collect()
@@ -104,6 +149,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> i32 {
+    if let Err(message) = check_qemu_compat(&args) {
+        eprintln!("bt86: {message}");
+        return status::BAD_INPUT;
+    }
     let mut log = LogFlags::default();
     for item in &args.debug {
         match item.as_str() {

@@ -816,3 +816,27 @@ fn top_level_help_and_version() {
         format!("bt86 {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A QEMU command line pasted as it is means the same under bt86; options
+/// bt86 accepts only in the form it implements fail clearly otherwise.
+#[test]
+fn a_pasted_qemu_command_line_runs() {
+    let compute = common::guest("compute");
+    let kernel = compute.display().to_string();
+    let qemu_line = [
+        "run", "-kernel", &kernel, "-serial", "stdio", "-display", "none", "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot", "-append", "workload=fib n=12",
+    ];
+    let run = run_args(&qemu_line);
+    assert_eq!(run.status, Some(33), "{}", run.describe());
+    assert!(run.stdout.contains("fib(12) = 144"), "{}", run.describe());
+
+    for (option, value) in [("-serial", "file:out.txt"), ("-display", "gtk"), ("-device", "e1000")] {
+        let bad = run_args(&["run", "-kernel", &kernel, option, value]);
+        assert_eq!(bad.status, Some(2), "{option} {value}: {}", bad.describe());
+        assert_no_panic(&bad);
+        let messages = bad.messages();
+        assert_eq!(messages.len(), 1, "{}", bad.describe());
+        assert!(messages[0].contains(value), "the message names {value:?}: {}", bad.describe());
+    }
+}
