@@ -259,6 +259,13 @@ impl BenchVm {
         &self.vm
     }
 
+    /// The VM, mutably: for a debug log (`Vm::set_log`) or experiments of
+    /// one's own. Overwriting the benchmark's stubs or stack above the
+    /// guest image makes the next call fail with an error.
+    pub fn vm_mut(&mut self) -> &mut Vm {
+        &mut self.vm
+    }
+
     /// The guest address of `kernel`.
     pub fn kernel_address(&self, kernel: Kernel) -> u32 {
         self.kernels[kernel.index()]
