@@ -760,6 +760,11 @@ fn run_help_documents_every_option() {
         "--trace",
         "-d <ITEMS>",
         "-D <FILE>",
+        "--serial <stdio>",
+        "--display <none>",
+        "--device <DEVICE>",
+        "--no-reboot",
+        "--nographic",
         "--help",
     ];
     for option in options {

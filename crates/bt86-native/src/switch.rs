@@ -17,7 +17,13 @@
 //!   redirected by the signal handler, arrives here in 64-bit mode with
 //!   every guest register intact. It saves them in the VCPU page, puts the
 //!   host's state back, and returns from `bt86_world_enter` as if it were
-//!   an ordinary call.
+//!   an ordinary call. Segment loads are among the most expensive
+//!   instructions here, so it restores only what 64-bit code depends on:
+//!   SS, and the FS and GS *bases* (with wrfsbase/wrgsbase). DS, ES, FS and
+//!   GS keep their shadow selectors while the monitor runs, which is
+//!   harmless: 64-bit code ignores DS and ES, Linux preserves the FS/GS
+//!   bases across context switches on FSGSBASE hosts, and `modify_ldt`
+//!   reloads DS and ES itself when it changes the LDT under them.
 //! - `bt86_signal_trampoline`, the handler the kernel calls for SIGSEGV,
 //!   SIGBUS, SIGFPE, SIGILL and SIGTRAP: it restores the host FS base
 //!   first, because the kernel does not, and Rust's thread-locals live
@@ -61,11 +67,7 @@ global_asm!(
     "    mov [rdi + {host_fsbase}], rax",        // a guest FS selector replaces the base.
     "    rdgsbase rax",                          // The same for GS, which becomes the
     "    mov [rdi + {host_gsbase}], rax",        // monitor's segment in guest mode.
-    "    mov [rdi + {host_ds}], ds",             // Host selectors, restored on exit
-    "    mov [rdi + {host_es}], es",             // (null in 64-bit Linux processes,
-    "    mov [rdi + {host_fs}], fs",             // but we do not rely on it).
-    "    mov [rdi + {host_gs}], gs",
-    "    mov [rdi + {host_ss}], ss",
+    "    mov [rdi + {host_ss}], ss",             // The host's stack selector, restored on exit.
     "    fnstcw [rdi + {host_fcw}]",             // The x87 control word and MXCSR are
     "    stmxcsr [rdi + {host_mxcsr}]",          // callee-saved in the ABI; the rest is not.
     "    fxrstor [rdi + {guest_fx}]",            // The guest's x87/SSE registers go live.
@@ -114,19 +116,20 @@ global_asm!(
     "    pushfq",                                // Capture the guest's arithmetic flags...
     "    pop rcx",
     "    mov [rax + {eflags}], ecx",             // ...into the VCPU page.
-    "    push 0x202",                            // Clean flags for Rust: DF = 0 as the ABI
-    "    popfq",                                 // demands, AC = 0, TF = 0.
-    "    mov ss, [rax + {host_ss}]",             // Host selectors back.
-    "    mov ds, [rax + {host_ds}]",
-    "    mov es, [rax + {host_es}]",
-    "    mov fs, [rax + {host_fs}]",             // Loading FS/GS may change their bases...
-    "    mov gs, [rax + {host_gs}]",
-    "    mov rcx, [rax + {host_fsbase}]",        // ...so the saved bases go back after:
-    "    wrfsbase rcx",                          // thread-locals work again,
+    "    cld",                                   // DF = 0, as the ABI demands. (TF and AC are
+                                                 // never set natively: popf and iret are
+                                                 // callouts.)
+    "    mov ss, [rax + {host_ss}]",             // The host's stack selector.
+                                                 // DS, ES, FS and GS keep the shadow selectors:
+                                                 // 64-bit code ignores DS and ES, and what
+                                                 // matters of FS and GS is their base:
+    "    mov rcx, [rax + {host_fsbase}]",        // thread-locals work again,
+    "    wrfsbase rcx",
     "    mov rcx, [rax + {host_gsbase}]",
     "    wrgsbase rcx",
     "    fxsave [rax + {guest_fx}]",             // The guest's x87/SSE state, for next time.
-    "    fninit",                                // An empty x87 stack, as the ABI expects,
+    "    fnclex",                                // No pending x87 exception for the host,
+    "    emms",                                  // an empty x87 stack, as the ABI expects,
     "    fldcw [rax + {host_fcw}]",              // and the host's control word
     "    ldmxcsr [rax + {host_mxcsr}]",          // and MXCSR.
     "    pop r15",                               // The callee-saved registers pushed by
@@ -170,10 +173,6 @@ global_asm!(
     guest_fs = const vcpu::GUEST_FS,
     guest_gs = const vcpu::GUEST_GS,
     guest_ss = const vcpu::GUEST_SS,
-    host_ds = const vcpu::HOST_DS,
-    host_es = const vcpu::HOST_ES,
-    host_fs = const vcpu::HOST_FS,
-    host_gs = const vcpu::HOST_GS,
     host_ss = const vcpu::HOST_SS,
     host_fcw = const vcpu::HOST_FCW,
     host_mxcsr = const vcpu::HOST_MXCSR,

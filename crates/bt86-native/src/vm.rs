@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bt86_cpu::emulate::{emulate, EmulateError};
 use bt86_cpu::interrupt::{deliver_exception, deliver_interrupt, Shutdown, Source};
@@ -90,10 +90,6 @@ pub struct RunStats {
     pub protected_pages: u64,
     /// `modify_ldt` calls made to update shadow segments.
     pub ldt_writes: u64,
-    /// Time spent in the guest (including chained execution) and in the
-    /// monitor between entries.
-    pub guest_time: Duration,
-    pub monitor_time: Duration,
 }
 
 /// A virtual machine on this host.
@@ -372,13 +368,11 @@ impl Vm {
         self.space.vcpu_write(vcpu::GPR, &regs);
         self.space.vcpu_write(vcpu::ENTRY_TARGET, &target.to_le_bytes());
         self.stats.entries += 1;
-        let t0 = Instant::now();
         // SAFETY: the VCPU page is set up (far pointers, shadow selectors
         // synced above, entry target inside the TC), the landing pad was
         // copied at construction, and the fault handlers and this thread's
         // alternate stack are installed.
         unsafe { switch::bt86_world_enter(u64::from(MONITOR_BASE)) };
-        self.stats.guest_time += t0.elapsed();
         for i in 0..8 {
             self.cpu.gpr[i] = self.space.vcpu_read(vcpu::GPR + 4 * i as u32);
         }
@@ -394,7 +388,6 @@ impl Vm {
     /// Acts on the exit that just happened. `trap_flag` says whether TF was
     /// set when the unit was entered (single-step mode).
     fn handle_exit(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
-        let t0 = Instant::now();
         let id = ExitId(self.space.vcpu_read(vcpu::EXIT_ID));
         self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
         let result = match id {
@@ -439,7 +432,6 @@ impl Vm {
                 None => Err(NativeError::Internal(format!("unknown exit id {}", id.0))),
             },
         };
-        self.stats.monitor_time += t0.elapsed();
         result
     }
 

@@ -12,11 +12,53 @@
 //! segment truncation, not page protection.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::classify::Mode;
 use crate::emit;
 use crate::layout::{TcAddr, IB_ENTRIES, IB_TABLE, MONITOR_BASE, TC_SIZE, TC_START};
-use crate::unit::{translate_unit, CodeSource, ExitKind, MapEntry, MapKind, TranslatedInsn, Unit, UnitEnd};
+use crate::unit::{translate_unit_into, CodeSource, ExitKind, MapEntry, MapKind, TranslatedInsn, Unit, UnitEnd};
+
+/// A small, fast hasher for the cache's integer keys (guest addresses and
+/// page numbers), in the style of rustc's FxHasher. The standard SipHash
+/// resists flooding by untrusted keys; here a guest that chose colliding
+/// addresses could only slow down its own translation.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Memory of the monitor area, as the cache writes it.
 pub trait MonitorMemory {
@@ -80,8 +122,8 @@ pub struct PlacedUnit {
     pub guest_start: u32,
     pub guest_end: u32,
     pub mode: Mode,
-    pub map: Vec<MapEntry>,
-    pub insns: Vec<TranslatedInsn>,
+    pub map: Box<[MapEntry]>,
+    pub insns: Box<[TranslatedInsn]>,
     pub end: UnitEnd,
     /// First exit id of this unit; its exits are consecutive.
     pub first_exit: u32,
@@ -99,6 +141,9 @@ pub struct PlacedUnit {
 pub struct ExitRecord {
     pub unit: UnitId,
     pub stub: TcAddr,
+    /// The `rel32` of a `jcc` that jumps to this stub, retargeted by
+    /// chaining.
+    pub branch_site: Option<TcAddr>,
     pub kind: ExitKind,
     /// The unit this stub is chained to, if it was patched.
     pub chained_to: Option<UnitId>,
@@ -124,8 +169,8 @@ pub struct TranslationStats {
 /// The translation cache.
 pub struct TranslationCache {
     units: Vec<PlacedUnit>,
-    by_key: HashMap<(u32, Mode), UnitId>,
-    by_page: HashMap<u32, Vec<UnitId>>,
+    by_key: FastMap<(u32, Mode), UnitId>,
+    by_page: FastMap<u32, Vec<UnitId>>,
     exits: Vec<ExitRecord>,
     /// Next free byte of the TC, as an offset from `MONITOR_BASE`.
     next: u32,
@@ -135,10 +180,12 @@ pub struct TranslationCache {
     ib_miss: TcAddr,
     direct_return: TcAddr,
     /// Which trampoline each IB-table slot holds, for invalidation.
-    ib_slots: HashMap<u16, UnitId>,
+    ib_slots: FastMap<u16, UnitId>,
     generation: u64,
     /// Guest addresses before which every unit ends.
     breaks: BTreeSet<u32>,
+    /// The unit being translated, whose buffers are reused.
+    scratch: Unit,
     pub stats: TranslationStats,
 }
 
@@ -161,18 +208,19 @@ impl TranslationCache {
         let units_start = (TC_START + code.len() as u32 + 15) & !15;
         mem.write(TC_START, &code);
         let mut cache = TranslationCache {
-            units: Vec::new(),
-            by_key: HashMap::new(),
-            by_page: HashMap::new(),
-            exits: Vec::new(),
+            units: Vec::with_capacity(4096),
+            by_key: FastMap::default(),
+            by_page: FastMap::default(),
+            exits: Vec::with_capacity(8192),
             next: units_start,
             units_start,
             entry_trampoline: TcAddr(MONITOR_BASE + entry),
             ib_miss: TcAddr(MONITOR_BASE + ib_miss),
             direct_return: TcAddr(MONITOR_BASE + direct_return),
-            ib_slots: HashMap::new(),
+            ib_slots: FastMap::default(),
             generation: 0,
             breaks: BTreeSet::new(),
+            scratch: Unit::empty(),
             stats: TranslationStats::default(),
         };
         cache.reset_ib_table(mem);
@@ -186,6 +234,7 @@ impl TranslationCache {
         self.exits.push(ExitRecord {
             unit: UnitId(u32::MAX),
             stub: self.ib_miss,
+            branch_site: None,
             kind: ExitKind::Branch { target: 0 },
             chained_to: None,
         });
@@ -251,16 +300,19 @@ impl TranslationCache {
     /// Translates the unit at `eip` in `mode` and places it, flushing the
     /// whole cache first if it does not fit.
     pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
-        let unit = translate_unit(src, eip, mode, &self.breaks);
+        let mut unit = std::mem::take(&mut self.scratch);
+        translate_unit_into(&mut unit, src, eip, mode, &self.breaks);
         let mut flushed = Flushed(false);
         if self.next + unit.code.len() as u32 > TC_START + TC_SIZE {
             self.flush(mem);
             flushed = Flushed(true);
         }
-        (self.place(mem, unit), flushed)
+        let id = self.place(mem, &mut unit);
+        self.scratch = unit;
+        (id, flushed)
     }
 
-    fn place(&mut self, mem: &mut dyn MonitorMemory, mut unit: Unit) -> UnitId {
+    fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit) -> UnitId {
         let id = UnitId(self.units.len() as u32);
         let tc = TcAddr(MONITOR_BASE + self.next);
         let first_exit = self.exits.len() as u32;
@@ -268,7 +320,13 @@ impl TranslationCache {
             let exit_id = first_exit + i as u32;
             let at = exit.stub_offset as usize + emit::EXIT_STUB_ID_OFFSET;
             unit.code[at..at + 4].copy_from_slice(&exit_id.to_le_bytes());
-            self.exits.push(ExitRecord { unit: id, stub: tc.offset(exit.stub_offset), kind: exit.kind, chained_to: None });
+            self.exits.push(ExitRecord {
+                unit: id,
+                stub: tc.offset(exit.stub_offset),
+                branch_site: exit.branch_site.map(|s| tc.offset(s)),
+                kind: exit.kind,
+                chained_to: None,
+            });
         }
         mem.write(self.next, &unit.code);
         self.next = (self.next + unit.code.len() as u32 + 15) & !15;
@@ -301,8 +359,8 @@ impl TranslationCache {
             guest_start: unit.guest_start,
             guest_end: unit.guest_end,
             mode: unit.mode,
-            map: unit.map,
-            insns: unit.insns,
+            map: unit.map.as_slice().into(),
+            insns: unit.insns.as_slice().into(),
             end: unit.end,
             first_exit,
             exit_count: unit.exits.len() as u32,
@@ -328,6 +386,9 @@ impl TranslationCache {
         }
         let jmp = emit::jmp_rel32(rec.stub.0, to_unit.tc.0);
         mem.write(rec.stub.0 - MONITOR_BASE, &jmp);
+        if let Some(site) = rec.branch_site {
+            mem.write(site.0 - MONITOR_BASE, &rel32(site, to_unit.tc));
+        }
         self.exits[exit.0 as usize].chained_to = Some(to);
         self.units[to.0 as usize].incoming.push(exit);
         self.stats.chain_patches += 1;
@@ -387,6 +448,9 @@ impl TranslationCache {
                 let mut stub = Vec::with_capacity(emit::EXIT_STUB_LEN);
                 emit::exit_stub(&mut stub, exit.0);
                 mem.write(rec.stub.0 - MONITOR_BASE, &stub);
+                if let Some(site) = rec.branch_site {
+                    mem.write(site.0 - MONITOR_BASE, &rel32(site, rec.stub));
+                }
             }
             // Its own outgoing chains no longer matter, but the targets must
             // forget them so a later invalidation does not patch dead code.
@@ -455,6 +519,11 @@ impl TranslationCache {
     }
 }
 
+/// The `rel32` field at `site` that makes its jump land on `to`.
+fn rel32(site: TcAddr, to: TcAddr) -> [u8; 4] {
+    to.0.wrapping_sub(site.0 + 4).to_le_bytes()
+}
+
 fn branch_class(b: crate::Branch) -> &'static str {
     use crate::Branch as B;
     match b {
@@ -507,6 +576,27 @@ mod tests {
         assert_eq!(mem.at(stub, 18), &before[..]);
         assert_eq!(tc.lookup(0x2000, Mode::default()), None);
         assert_eq!(tc.lookup(0x1000, Mode::default()), Some(u1));
+    }
+
+    #[test]
+    fn chaining_a_jcc_retargets_the_jcc_itself() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // 0x1000: dec ecx ; jnz 0x1000 (a one-unit loop)
+        let code = [0x49, 0x75, 0xFD];
+        let (u, _) = tc.translate(&mut mem, &mut (0x1000, &code[..]), 0x1000, Mode::default());
+        let taken = (tc.unit(u).first_exit..tc.unit(u).first_exit + 2)
+            .map(ExitId)
+            .find(|e| tc.exit(*e).unwrap().branch_site.is_some())
+            .expect("the taken exit of a jcc has a branch site");
+        let rec = *tc.exit(taken).unwrap();
+        let site = rec.branch_site.unwrap();
+        let to_stub = mem.at(site, 4).to_vec();
+        assert_eq!(to_stub, rel32(site, rec.stub));
+        assert!(tc.chain(&mut mem, taken, u));
+        assert_eq!(mem.at(site, 4), rel32(site, tc.unit(u).tc));
+        tc.invalidate_page(&mut mem, 1);
+        assert_eq!(mem.at(site, 4), &to_stub[..]);
     }
 
     #[test]

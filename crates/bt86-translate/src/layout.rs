@@ -80,10 +80,6 @@ pub mod vcpu {
     pub const GUEST_GS: u32 = 0x52;
     pub const GUEST_SS: u32 = 0x54;
     /// Host state saved by the entry and restored by the landing pad.
-    pub const HOST_DS: u32 = 0x58;
-    pub const HOST_ES: u32 = 0x5A;
-    pub const HOST_FS: u32 = 0x5C;
-    pub const HOST_GS: u32 = 0x5E;
     pub const HOST_SS: u32 = 0x60;
     pub const HOST_FCW: u32 = 0x64;
     pub const HOST_MXCSR: u32 = 0x68;

@@ -58,6 +58,10 @@ pub struct ExitSpec {
     /// Offset of the stub in the unit's code.
     pub stub_offset: u32,
     pub kind: ExitKind,
+    /// Offset of a `rel32` (of a `jcc`) that jumps to this stub. Chaining
+    /// retargets it straight at the next unit, so a taken loop branch costs
+    /// one jump, not a jump to a patched stub and another from there.
+    pub branch_site: Option<u32>,
 }
 
 /// What a range of translated code stands for, for the host-RIP map.
@@ -137,24 +141,68 @@ pub struct Unit {
 /// before any instruction whose address is in `breaks` (breakpoints, and
 /// the random cut points of the differential tests).
 pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &BTreeSet<u32>) -> Unit {
-    let mut b = Builder {
-        unit: Unit {
-            guest_start: eip,
-            guest_end: eip,
-            mode,
-            code: Vec::with_capacity(256),
+    let mut unit = Unit::empty();
+    translate_unit_into(&mut unit, src, eip, mode, breaks);
+    unit
+}
+
+impl Default for Unit {
+    /// An empty unit without buffers (allocates nothing).
+    fn default() -> Unit {
+        Unit {
+            guest_start: 0,
+            guest_end: 0,
+            mode: Mode::default(),
+            code: Vec::new(),
             exits: Vec::new(),
             map: Vec::new(),
             insns: Vec::new(),
             end: UnitEnd::LengthCap,
-        },
-    };
+        }
+    }
+}
+
+impl Unit {
+    /// An empty unit, to be filled by [`translate_unit_into`].
+    pub fn empty() -> Unit {
+        Unit {
+            guest_start: 0,
+            guest_end: 0,
+            mode: Mode::default(),
+            code: Vec::with_capacity(512),
+            exits: Vec::with_capacity(4),
+            map: Vec::with_capacity(MAX_UNIT_INSNS + 4),
+            insns: Vec::with_capacity(MAX_UNIT_INSNS),
+            end: UnitEnd::LengthCap,
+        }
+    }
+}
+
+/// [`translate_unit`] into a unit whose buffers are reused: the cache
+/// translates hundreds of thousands of units and keeps one scratch unit
+/// rather than allocating four vectors for each.
+pub fn translate_unit_into(unit: &mut Unit, src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &BTreeSet<u32>) {
+    unit.guest_start = eip;
+    unit.guest_end = eip;
+    unit.mode = mode;
+    unit.code.clear();
+    unit.exits.clear();
+    unit.map.clear();
+    unit.insns.clear();
+    unit.end = UnitEnd::LengthCap;
+    let mut b = Builder { unit };
     let cap = if mode.single_step { 1 } else { MAX_UNIT_INSNS };
+    // Read enough guest code for a whole unit at once (at most 15 bytes an
+    // instruction) and decode it with one decoder.
+    let mut window = [0u8; MAX_UNIT_INSNS * 15 + 16];
+    let window = &mut window[..cap * 15 + 16];
+    src.read_code(eip, window);
+    let mut decoder = Decoder::with_ip(32, window, u64::from(eip), DecoderOptions::NONE);
     let mut pc = eip;
     loop {
+        let at = pc.wrapping_sub(eip) as usize;
         let mut bytes = [0u8; 16];
-        src.read_code(pc, &mut bytes);
-        let mut decoder = Decoder::with_ip(32, &bytes, u64::from(pc), DecoderOptions::NONE);
+        bytes.copy_from_slice(&window[at..at + 16]);
         let insn = decoder.decode();
         let (class, len) = if insn.is_invalid() {
             (Class::Fault(undecodable(&bytes)), 0)
@@ -227,7 +275,6 @@ pub fn translate_unit(src: &mut dyn CodeSource, eip: u32, mode: Mode, breaks: &B
         }
         pc = next;
     }
-    b.unit
 }
 
 /// The exception an undecodable instruction raises: #GP(0) if it is only
@@ -252,21 +299,26 @@ fn undecodable(bytes: &[u8; 16]) -> Exception {
     }
 }
 
-struct Builder {
-    unit: Unit,
+struct Builder<'a> {
+    unit: &'a mut Unit,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn map(&mut self, eip: u32, kind: MapKind) {
         self.unit.map.push(MapEntry { tc_offset: self.unit.code.len() as u32, guest_eip: eip, kind });
     }
 
     /// Appends an exit stub; `eip` is the guest EIP it stands for.
     fn exit(&mut self, eip: u32, kind: ExitKind) {
+        self.exit_via(eip, kind, None);
+    }
+
+    /// Appends an exit stub reached by the `rel32` at `branch_site`.
+    fn exit_via(&mut self, eip: u32, kind: ExitKind, branch_site: Option<u32>) {
         self.map(eip, MapKind::Stub);
         let stub_offset = self.unit.code.len() as u32;
         emit::exit_stub(&mut self.unit.code, 0);
-        self.unit.exits.push(ExitSpec { stub_offset, kind });
+        self.unit.exits.push(ExitSpec { stub_offset, kind, branch_site });
     }
 
     fn branch(&mut self, insn: &Instruction, branch: Branch, bytes: &[u8]) {
@@ -280,9 +332,10 @@ impl Builder {
                 self.map(eip, MapKind::Stub);
                 let cc = condition_code(insn.condition_code());
                 self.unit.code.extend_from_slice(&[0x0F, 0x80 | cc]);
+                let site = self.unit.code.len() as u32;
                 self.unit.code.extend_from_slice(&(emit::EXIT_STUB_LEN as u32).to_le_bytes());
                 self.exit(next, ExitKind::Branch { target: next });
-                self.exit(target, ExitKind::Branch { target });
+                self.exit_via(target, ExitKind::Branch { target }, Some(site));
             }
             Branch::ShortConditional { target } => {
                 // loop/loopcc/jecxz exist only with rel8: branch over a
