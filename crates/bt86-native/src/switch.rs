@@ -71,13 +71,21 @@ global_asm!(
     "    fnstcw [rdi + {host_fcw}]",             // The x87 control word and MXCSR are
     "    stmxcsr [rdi + {host_mxcsr}]",          // callee-saved in the ABI; the rest is not.
     "    fxrstor [rdi + {guest_fx}]",            // The guest's x87/SSE registers go live.
+    "    mov ax, ds",                            // Shadow selectors from the LDT: the guest's
+    "    cmp ax, [rdi + {guest_ds}]",            // bases, limits truncated below the monitor.
+    "    je 2f",                                 // DS and ES usually still hold them from the
+    "    mov ds, [rdi + {guest_ds}]",            // last trip (modify_ldt reloads DS and ES
+    "2:",                                        // itself when it rewrites their descriptors),
+    "    mov ax, es",                            // and a segment load is expensive, so load
+    "    cmp ax, [rdi + {guest_es}]",            // them only if they differ.
+    "    je 3f",
+    "    mov es, [rdi + {guest_es}]",
+    "3:",
     "    mov eax, [rdi + {eflags}]",             // The guest's arithmetic flags and DF...
     "    and eax, {native_flags}",               // ...only those: IF, IOPL, TF, AC are virtual.
     "    or eax, 0x202",                         // Bit 1 is always set; IF stays the host's.
     "    push rax",
     "    popfq",                                 // Flags are live from here on.
-    "    mov ds, [rdi + {guest_ds}]",            // Shadow selectors from the LDT: the guest's
-    "    mov es, [rdi + {guest_es}]",            // bases, limits truncated below the monitor.
     "    mov fs, [rdi + {guest_fs}]",            // FS base is now the guest's: no Rust past here.
     "    mov gs, [rdi + {guest_gs}]",            // GS = the monitor area, for gs:[...] in the TC.
     "    mov ss, [rdi + {guest_ss}]",            // The guest's stack segment...
