@@ -497,6 +497,24 @@ static void fpu_state_across_exits(void)
     printf("x87 stack across exits: 0x%08x 0x%08x\n", s.x87_out[0], s.x87_out[1]);
 }
 
+/* Indirect branches whose target is read through GS or CS: GS belongs to
+ * the monitor on the host and CS is the translation cache's, so bt86 must
+ * read these targets itself, through the guest's own segments. */
+static uint32_t indirect_target_hits;
+static void indirect_target(void) { indirect_target_hits++; }
+static void (*const indirect_table[1])(void) = { indirect_target };
+
+static void overridden_indirect_branches(void)
+{
+    __asm__ volatile("call *%%gs:(%0)" : : "r"(indirect_table) : "eax", "ecx", "edx", "memory");
+    __asm__ volatile("call *%%cs:(%0)" : : "r"(indirect_table) : "eax", "ecx", "edx", "memory");
+    __asm__ volatile("pushl $1f\n\t"
+                     "jmp *%%gs:(%0)\n"
+                     "1:"
+                     : : "r"(indirect_table) : "eax", "ecx", "edx", "memory");
+    printf("call gs:[table], call cs:[table], jmp gs:[table]: target reached %u times\n", indirect_target_hits);
+}
+
 int kmain(uint32_t magic, const struct multiboot_info *info)
 {
     (void)info;
@@ -515,6 +533,7 @@ int kmain(uint32_t magic, const struct multiboot_info *info)
     msrs_and_cpuid();
     fast_system_calls();
     fpu_state_across_exits();
+    overridden_indirect_branches();
     puts("probe: done\n");
     return EXIT_PASS;
 }

@@ -496,14 +496,6 @@ impl Vm {
                 self.cpu.set_stack_pointer(sp);
                 t
             }
-            _ if insn.op_count() == 1 && insn.op0_kind() == iced_x86::OpKind::Memory => {
-                let seg = SegReg::from_iced(insn.memory_segment()).unwrap_or(SegReg::Ds);
-                let offset = effective_offset(&self.cpu, insn);
-                let mut buf = [0u8; 4];
-                self.cpu.read_virt(&mut self.machine, seg, offset, &mut buf[..size as usize])?;
-                u32::from_le_bytes(buf)
-            }
-            _ if insn.op0_kind() == iced_x86::OpKind::Register => register_value(&self.cpu, insn.op0_register()),
             _ if insn.is_jcc_short_or_near() => {
                 if bt86_cpu::alu::condition(insn.condition_code(), self.cpu.eflags) {
                     insn.near_branch32()
@@ -511,7 +503,11 @@ impl Vm {
                     next
                 }
             }
-            _ => insn.near_branch32(),
+            _ if matches!(insn.op0_kind(), iced_x86::OpKind::NearBranch16 | iced_x86::OpKind::NearBranch32) => {
+                insn.near_branch32()
+            }
+            // jmp/call r/m: the target through the guest's real segments.
+            _ => bt86_cpu::operand::read_operand(&self.cpu, &mut self.machine, insn, 0, size)?,
         } & mask;
         if insn.mnemonic() == Mnemonic::Call {
             self.cpu.push(&mut self.machine, next & mask, size)?;
@@ -724,29 +720,4 @@ fn is_near_branch(insn: &Instruction) -> bool {
 fn host_tsc() -> u64 {
     // SAFETY: RDTSC has no preconditions on x86-64 and reads no memory.
     unsafe { std::arch::x86_64::_rdtsc() }
-}
-
-fn register_value(cpu: &Cpu, reg: iced_x86::Register) -> u32 {
-    let full = reg.full_register32();
-    let index = full as usize - iced_x86::Register::EAX as usize;
-    let v = cpu.gpr.get(index).copied().unwrap_or(0);
-    match reg.size() {
-        2 => v & 0xFFFF,
-        _ => v,
-    }
-}
-
-/// The offset part of a memory operand (base + index * scale + disp).
-fn effective_offset(cpu: &Cpu, insn: &Instruction) -> u32 {
-    let mut off = insn.memory_displacement32();
-    if insn.memory_base() != iced_x86::Register::None {
-        off = off.wrapping_add(register_value(cpu, insn.memory_base()));
-    }
-    if insn.memory_index() != iced_x86::Register::None {
-        off = off.wrapping_add(register_value(cpu, insn.memory_index()).wrapping_mul(insn.memory_index_scale()));
-    }
-    if insn.memory_base().size() == 2 {
-        off &= 0xFFFF;
-    }
-    off
 }
