@@ -64,32 +64,64 @@ fn book_console_blocks_match_real_output() {
         }
     }
     register_qemu(&cases);
-    // A glob that matched nothing would pass without checking anything.
-    let blocks = count_console_blocks(&root.join("book/src"));
-    assert!(blocks > 0, "found no ```console blocks under book/src; the book test would check nothing");
+
+    // trycmd skips, without failing, a command whose program it does not
+    // know, and a glob that matches nothing passes without checking
+    // anything. Neither may happen silently.
+    let commands = console_commands(&root.join("book/src"));
+    assert!(
+        !commands.is_empty(),
+        "found no commands in ```console blocks under book/src; the book test would check nothing"
+    );
+    for (file, line, program) in &commands {
+        assert!(
+            program == "bt86"
+                || program == "qemu-system-i386"
+                || HOST_TOOLS.contains(&program.as_str()),
+            "{}:{line}: a console block runs `{program}`, which tests/book.rs does not register; \
+             use bt86, qemu-system-i386 or one of {HOST_TOOLS:?}, or mark the block `sh`",
+            file.display()
+        );
+    }
     cases.case(root.join("book/src/**/*.md"));
 }
 
-/// The number of ```console blocks in the Markdown files under `dir`.
-fn count_console_blocks(dir: &Path) -> usize {
+/// Every command line (`$ ...`) of every ```console block in the Markdown
+/// files under `dir`, as (file, line number, program name). Leading
+/// `NAME=value` words set environment variables, as in trycmd.
+fn console_commands(dir: &Path) -> Vec<(PathBuf, usize, String)> {
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return found;
     };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                count_console_blocks(&path)
-            } else if path.extension().is_some_and(|e| e == "md") {
-                std::fs::read_to_string(&path)
-                    .map(|text| text.lines().filter(|l| l.trim_end() == "```console").count())
-                    .unwrap_or(0)
-            } else {
-                0
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            found.extend(console_commands(&path));
+            continue;
+        }
+        if path.extension() != Some(std::ffi::OsStr::new("md")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut in_console = false;
+        for (i, line) in text.lines().enumerate() {
+            let trimmed = line.trim_end();
+            if trimmed.starts_with("```") {
+                in_console = !in_console && trimmed == "```console";
+            } else if in_console {
+                if let Some(command) = line.strip_prefix("$ ") {
+                    let program = command
+                        .split_whitespace()
+                        .find(|w| !w.contains('='))
+                        .unwrap_or("");
+                    found.push((path.clone(), i + 1, program.to_string()));
+                }
             }
-        })
-        .sum()
+        }
+    }
+    found
 }
 
 /// Builds the guests into `guests/build/` with `make -C guests`, as

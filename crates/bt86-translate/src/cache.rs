@@ -303,7 +303,7 @@ impl TranslationCache {
         let mut unit = std::mem::take(&mut self.scratch);
         translate_unit_into(&mut unit, src, eip, mode, &self.breaks);
         let mut flushed = Flushed(false);
-        if self.next + unit.code.len() as u32 > TC_START + TC_SIZE {
+        if self.next + unit.code.len() as u32 + 64 > TC_START + TC_SIZE {
             self.flush(mem);
             flushed = Flushed(true);
         }
@@ -313,6 +313,15 @@ impl TranslationCache {
     }
 
     fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit) -> UnitId {
+        // Keep a unit's body (its code up to the first exit stub) inside one
+        // 64-byte line when it fits in one: a small loop that straddles two
+        // lines runs measurably slower (up to 2x for a tight matmul loop on
+        // the machines we measured), because the CPU fetches and caches
+        // decoded instructions per line.
+        let body = unit.exits.first().map_or(unit.code.len() as u32, |e| e.stub_offset);
+        if body <= 64 && (self.next % 64) + body > 64 {
+            self.next = (self.next + 63) & !63;
+        }
         let id = UnitId(self.units.len() as u32);
         let tc = TcAddr(MONITOR_BASE + self.next);
         let first_exit = self.exits.len() as u32;
