@@ -18,6 +18,7 @@ pub mod ldt;
 pub mod measure;
 pub mod signals;
 pub mod switch;
+pub mod timer;
 pub mod vm;
 
 use std::fs::{File, OpenOptions};
@@ -45,6 +46,8 @@ pub enum NativeError {
     Ldt(io::Error),
     #[error("cannot install the fault handlers: {0}")]
     Signals(io::Error),
+    #[error("cannot create the host timer that interrupts running guest code: {0}")]
+    Timer(io::Error),
     #[error("cannot change the protection of a guest page: {0}")]
     Protect(io::Error),
     #[error("cannot create the RAM file in {path}: {source}; set TMPDIR to a writable directory with room for the guest's RAM")]

@@ -17,13 +17,14 @@
 //! crashes loudly.
 
 use std::io;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
 
 use bt86_translate::layout::{vcpu, MONITOR_BASE, STUB_PAGE};
-use bt86_translate::ExitId;
+use bt86_translate::{ExitId, TranslationCache};
 
 use crate::ldt::{CODE_SELECTOR, HOST_CODE64_SELECTOR};
-use crate::NativeError;
+use crate::{timer, NativeError};
 
 /// The signals a guest instruction can raise on the host.
 const FAULT_SIGNALS: [libc::c_int; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP];
@@ -31,6 +32,11 @@ const FAULT_SIGNALS: [libc::c_int; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGF
 /// The handlers that were installed before bt86's, restored for faults
 /// that are not the guest's.
 static mut PREVIOUS: [Option<libc::sigaction>; 5] = [None; 5];
+
+/// The translation cache of the running VM, published for the timer
+/// signal's boundary check while the CPU is on the guest side (the monitor
+/// does not touch the cache then), null otherwise.
+pub static ASYNC_TC: AtomicPtr<TranslationCache> = AtomicPtr::new(std::ptr::null_mut());
 static INSTALL: Once = Once::new();
 
 /// Size of each thread's alternate signal stack.
@@ -61,6 +67,18 @@ pub fn install() -> Result<(), NativeError> {
             // SAFETY: PREVIOUS is written only here, inside call_once,
             // before any handler can read it.
             unsafe { (*std::ptr::addr_of_mut!(PREVIOUS))[i] = Some(old) };
+        }
+        // The host timer: SA_RESTART so that the monitor's own system calls
+        // resume transparently when it fires while the monitor runs.
+        // SAFETY: as above, a zeroed sigaction filled in before use.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = crate::switch::trampoline_address();
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        // SAFETY: sa_mask is a field of the local value we own.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: `action` is a live local; the old action is not needed.
+        if unsafe { libc::sigaction(timer::TIMER_SIGNAL, &action, std::ptr::null_mut()) } != 0 {
+            result = Err(NativeError::Signals(io::Error::last_os_error()));
         }
     });
     result
@@ -98,6 +116,39 @@ pub fn ensure_alt_stack() -> Result<(), NativeError> {
     Ok(())
 }
 
+/// The host timer fired: stop the guest at an instruction boundary, or try
+/// again shortly. While the monitor itself runs there is nothing to do: the
+/// run loop looks at the devices' deadlines before every entry.
+fn timer_signal(gregs: &mut [libc::greg_t; 23], rip: u64, cs: u64) {
+    if !timer::IN_GUEST.load(Ordering::SeqCst) {
+        return;
+    }
+    let tc = ASYNC_TC.load(Ordering::SeqCst);
+    // SAFETY: ASYNC_TC points at the VM's translation cache while IN_GUEST
+    // is set, and the monitor does not modify the cache while the CPU runs
+    // guest code; `boundary_at` only reads it.
+    let boundary = if cs == u64::from(CODE_SELECTOR) && !tc.is_null() && rip < 1 << 32 {
+        unsafe { (*tc).boundary_at(rip as u32) }
+    } else {
+        None
+    };
+    if boundary.is_none() {
+        // Inside a rewritten sequence, or in the world switch itself.
+        timer::retry_from_handler();
+        return;
+    }
+    let page = MONITOR_BASE as usize as *mut u8;
+    // SAFETY: as for faults: the VCPU page is mapped read/write for the
+    // life of the VM and only this thread uses it.
+    unsafe {
+        page.add(vcpu::FAULT_RIP as usize).cast::<u64>().write_volatile(rip);
+        page.add(vcpu::EXIT_ID as usize).cast::<u32>().write_volatile(ExitId::ASYNC.0);
+    }
+    gregs[libc::REG_RIP as usize] = i64::from(LANDING);
+    let csgsfs = gregs[libc::REG_CSGSFS as usize] as u64;
+    gregs[libc::REG_CSGSFS as usize] = ((csgsfs & !0xFFFF) | u64::from(HOST_CODE64_SELECTOR)) as i64;
+}
+
 /// Where the landing pad is copied: the start of the stub page.
 pub const LANDING: u32 = MONITOR_BASE + STUB_PAGE;
 
@@ -114,6 +165,10 @@ pub unsafe extern "C" fn bt86_signal_handler(sig: libc::c_int, info: *mut libc::
     let cs = gregs[libc::REG_CSGSFS as usize] as u64 & 0xFFFF;
     // Ours if the CPU was running 32-bit code under the TC's code selector:
     // translated code, or guest code called directly by a benchmark.
+    if sig == timer::TIMER_SIGNAL {
+        timer_signal(gregs, rip, cs);
+        return;
+    }
     if cs == u64::from(CODE_SELECTOR) {
         let trapno = gregs[libc::REG_TRAPNO as usize] as u32;
         let err = gregs[libc::REG_ERR as usize] as u32;

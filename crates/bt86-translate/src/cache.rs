@@ -297,6 +297,23 @@ impl TranslationCache {
         Some((id, *u.map.get(i.checked_sub(1)?)?))
     }
 
+    /// If `addr` is exactly where a guest instruction's translation begins
+    /// (in a valid unit), the guest EIP of that instruction: a point where
+    /// translated code can be stopped and resumed in the monitor with no
+    /// state to repair. Used by the asynchronous exit of the timer signal,
+    /// so it only searches and never allocates.
+    pub fn boundary_at(&self, addr: u32) -> Option<u32> {
+        let id = self.unit_at(addr)?;
+        let u = &self.units[id.0 as usize];
+        if !u.valid {
+            return None;
+        }
+        let off = addr - u.tc.0;
+        let i = u.map.partition_point(|m| m.tc_offset < off);
+        let m = u.map.get(i)?;
+        (m.tc_offset == off).then_some(m.guest_eip)
+    }
+
     /// Translates the unit at `eip` in `mode` and places it, flushing the
     /// whole cache first if it does not fit.
     pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
