@@ -641,6 +641,25 @@ mod tests {
     }
 
     #[test]
+    fn boundaries_are_exactly_the_starts_of_translated_instructions() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // add eax, ebx (2 bytes) ; mov ecx, [edx] (2 bytes) ; ret
+        let code = [0x01, 0xD8, 0x8B, 0x0A, 0xC3];
+        let (u, _) = tc.translate(&mut mem, &mut (0x5000, &code[..]), 0x5000, Mode::default());
+        let base = tc.unit(u).tc.0;
+        assert_eq!(tc.boundary_at(base), Some(0x5000));
+        assert_eq!(tc.boundary_at(base + 1), None, "inside add eax, ebx");
+        assert_eq!(tc.boundary_at(base + 2), Some(0x5002));
+        // The ret's lookup sequence: its first byte is a boundary, the
+        // middle (after ECX was parked) is not.
+        assert_eq!(tc.boundary_at(base + 4), Some(0x5004));
+        assert_eq!(tc.boundary_at(base + 4 + 7), None);
+        tc.invalidate_page(&mut mem, 5);
+        assert_eq!(tc.boundary_at(base), None, "an invalidated unit has no boundaries");
+    }
+
+    #[test]
     fn a_full_cache_flushes() {
         let mut mem = BufferMemory::new();
         let mut tc = TranslationCache::new(&mut mem);
