@@ -123,6 +123,11 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
 
     let ram = bt86_native::create_ram(ram_size, &std::env::temp_dir())?;
     let mut machine = Machine::new(ram, serial);
+    // The RTC shows the host's time of day, as QEMU's does by default.
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(bt86_machine::machine::DEFAULT_WALL_CLOCK, |d| d.as_secs() as i64);
+    machine.set_wall_clock(unix_now);
     let boot = bt86_machine::load_multiboot(machine.ram_mut(), &image, &cmdline, &modules)
         .map_err(|source| Error::Load { path: name, source })?;
     Vm::new(machine, entry_cpu(&boot.cpu)).map_err(Error::from)
@@ -180,7 +185,7 @@ pub fn describe_exit(exit: &Exit) -> (i32, Option<String>) {
         Exit::Halted { eip, interrupts_enabled: true } => (
             status::HALTED,
             Some(format!(
-                "the guest halted waiting for an interrupt (hlt at EIP {:#010x} with interrupts enabled), but this version of bt86 has no device that raises interrupts; the run ends",
+                "the guest halted waiting for an interrupt (hlt at EIP {:#010x} with interrupts enabled), but no device will ever raise one; the run ends",
                 eip.wrapping_sub(1)
             )),
         ),

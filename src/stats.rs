@@ -49,6 +49,8 @@ pub fn format(tc: &TranslationStats, run: &RunStats) -> String {
         row(&mut rows, &format!("  {name}"), *n);
     }
     row(&mut rows, "software interrupts (int n)", run.software_interrupts);
+    row(&mut rows, "hardware interrupts delivered", run.interrupts);
+    row(&mut rows, "hlt sleeps until a device event", run.halt_sleeps);
     row(&mut rows, "emulated accesses after a host fault", run.emulated_accesses);
     row(&mut rows, "self-modifying-code faults", run.smc_faults);
     row(&mut rows, "hidden faults (shadow page fills)", 0);

@@ -196,6 +196,9 @@ void puts(const char *s); /* No newline is added. */
 /* Formats %s %c %d %u %x %p and %%, with an optional '0' flag and width
  * (for example %08x); %p prints 0x and eight hex digits. */
 void printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Formats like printf into buf (always NUL-terminated when size > 0) and
+ * returns the length the whole output would have had. */
+size_t snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Exit through isa-debug-exit: status (code << 1) | 1. */
 void NORETURN exit(uint8_t code);
@@ -290,17 +293,31 @@ void idt_set_present(uint8_t vector, int present);
  * Exceptions and interrupts.
  * ------------------------------------------------------------------- */
 
-/* What isr_common saves, from the lowest address up. */
+/* What isr_common saves, from the lowest address up. The CPU pushes the
+ * interrupted SS:ESP only when the interrupt changed the privilege level
+ * (SDM Vol. 3A section 6.12.1, figure 6-4), so `esp` and `ss` are valid
+ * only when (cs & 3) != 0, that is, when the interrupted code ran at
+ * CPL > 0. */
 struct frame {
     uint32_t gs, fs, es, ds;
     uint32_t edi, esi, ebp, esp_unused, ebx, edx, ecx, eax;
     uint32_t vector, error;
     uint32_t eip, cs, eflags;
+    uint32_t esp, ss; /* only when the interrupted code ran at CPL > 0 */
 };
 typedef void (*handler_fn)(struct frame *);
 /* Installs a C handler for one vector (NULL to remove it). A vector with a
  * handler is given to the handler even while a CATCH is armed. */
 void set_handler(uint8_t vector, handler_fn fn);
+/* Called from a handler: when the handler returns, isr_common restores the
+ * registers from `next` instead of from the interrupted frame and returns
+ * with IRET through it. This is how a kernel switches tasks (each task's
+ * frame sits on its own ring-0 stack) and how run_user returns to the
+ * kernel. */
+void frame_switch(struct frame *next);
+/* The privilege level the caller runs at: the RPL of CS (SDM Vol. 3A
+ * section 5.5). */
+static inline uint32_t current_cpl(void) { return READ_SEG(cs) & 3u; }
 
 /* The last fault caught by a CATCH block. */
 struct caught {
@@ -351,7 +368,135 @@ void print_exception(uint32_t vector, uint32_t error);
 /* 1 if the CPU pushes an error code for this vector. */
 int has_error_code(uint32_t vector);
 
-/* Called from isr.S. */
-void isr_dispatch(struct frame *f);
+/* Called from isr.S; returns the frame to resume (see frame_switch). */
+struct frame *isr_dispatch(struct frame *f);
+
+/* ---------------------------------------------------------------------
+ * User mode (lib/user.c): ring-3 segments, the TSS, system calls.
+ *
+ * user_init() gives up the spare GDT slots 0x18-0x28 to the layout that
+ * SYSENTER/SYSEXIT require (SDM Vol. 2B, SYSENTER and SYSEXIT): kernel code
+ * and data at SYSENTER_CS (0x08) and SYSENTER_CS + 8, user code and data
+ * at SYSENTER_CS + 16 and + 24, each with RPL 3. Guests that never call
+ * it keep every spare slot.
+ * ------------------------------------------------------------------- */
+#define SEL_UCODE 0x1B /* flat 32-bit code, DPL 3, RPL 3 */
+#define SEL_UDATA 0x23 /* flat 32-bit read/write data, DPL 3, RPL 3 */
+#define SEL_USER_TSS 0x28   /* the 32-bit TSS */
+#define ACC_CODE_DPL3 0xFB  /* present, DPL 3, execute/read, accessed */
+#define ACC_TSS_BUSY 0x8B   /* present, system, busy 32-bit TSS */
+#define ACC_TRAP_GATE 0x8F  /* present, system, 32-bit trap gate */
+#define ACC_DPL3 0x60       /* the DPL field of an access byte, set to 3 */
+#define EFLAGS_IOPL3 (3u << 12)
+#define EFLAGS_IOPL_MASK (3u << 12)
+
+/* The 32-bit TSS (SDM Vol. 3A section 8.2.1, figure 8-2), followed by an
+ * I/O permission bitmap for ports 0-0x3FF and the all-ones byte that must
+ * end every bitmap (SDM Vol. 1 section 19.5.2). */
+#define TSS_IO_PORTS 0x400
+struct PACKED tss {
+    uint32_t link;
+    uint32_t esp0, ss0, esp1, ss1, esp2, ss2;
+    uint32_t cr3, eip, eflags, eax, ecx, edx, ebx, esp, ebp, esi, edi;
+    uint32_t es, cs, ss, ds, fs, gs, ldt;
+    uint16_t trap, iomap_base;
+    uint8_t io_bitmap[TSS_IO_PORTS / 8];
+    uint8_t io_bitmap_end; /* always 0xFF */
+};
+extern struct tss user_tss;
+/* The top of the library's ring-0 stack, which user_init puts in
+ * TSS.ESP0. */
+extern uint8_t kernel_stack_top[];
+
+/* Installs the user segments and the TSS (SS0:ESP0 = 0x10:esp0), loads TR,
+ * makes vector 0x80 a DPL-3 trap gate and installs the library's system
+ * call handler there. The TSS starts without an I/O permission bitmap (its
+ * base lies beyond the TSS limit), so every in and out at CPL > IOPL
+ * raises #GP(0). */
+void user_init(uint32_t esp0);
+/* Sets the access byte (type, DPL and present bit) of an IDT gate. */
+void idt_set_access(uint8_t vector, uint8_t access);
+/* Resumes a frame of the isr_common shape outside any handler: pops it and
+ * returns through IRET (the first entry to a task). */
+void NORETURN frame_resume(struct frame *f);
+/* Switches the I/O permission bitmap on (every port denied until
+ * tss_allow_port) or off. */
+void tss_io_bitmap(int on);
+/* Allows (1) or denies (0) one port in the I/O permission bitmap. */
+void tss_allow_port(uint16_t port, int allow);
+
+/* System call numbers (EAX), after Linux i386's, with arguments in EBX,
+ * ECX and EDX and the result in EAX. */
+#define SYS_EXIT 1  /* ebx = status */
+#define SYS_WRITE 4 /* ebx = fd (ignored), ecx = buffer, edx = length */
+#define SYS_YIELD 158
+/* The longest SYS_WRITE the kernel accepts at once. */
+#define SYS_WRITE_MAX 4096
+
+/* Runs fn at CPL 3 on the stack that ends at user_stack_top, entered with
+ * IRET (SDM Vol. 3A section 6.12.1: IRET to an outer level pops SS:ESP),
+ * with the given EFLAGS (IOPL and IF included), CS = SEL_UCODE and DS, ES,
+ * FS, GS, SS = SEL_UDATA. Returns the status fn passes to SYS_EXIT, or 0 if
+ * fn returns. */
+uint32_t run_user(void (*fn)(void), void *user_stack_top, uint32_t eflags);
+/* Ring-3 code that makes SYS_EXIT with status 0: run_user's tasks return
+ * to it, and a kernel may push it as the return address of its own. */
+extern const char user_exit_stub[];
+/* The library's handler for vector 0x80: SYS_WRITE and SYS_EXIT (which
+ * returns from run_user); any other number returns -1 in EAX. */
+void sys_default(struct frame *f);
+/* Performs SYS_WRITE for the frame of a system call: writes ECX[0..EDX] to
+ * COM1 and returns the count in EAX. Guests with their own handler for
+ * vector 0x80 call it for SYS_WRITE. */
+void sys_write(struct frame *f);
+/* Writes len bytes to COM1: directly at CPL 0, and through int 0x80
+ * (SYS_WRITE) at CPL > 0, where in and out are not allowed. printf, puts
+ * and putc all come here, so they work at every CPL. */
+void console_write(const char *s, size_t len);
+
+/* ---------------------------------------------------------------------
+ * Interrupt hardware (lib/irq.c): the 8259A PIC pair, the 8254 PIT and
+ * the CMOS RTC, at the ports of the PC/AT.
+ * ------------------------------------------------------------------- */
+#define PIC1_CMD 0x20
+#define PIC1_DATA 0x21
+#define PIC2_CMD 0xA0
+#define PIC2_DATA 0xA1
+#define PIC_EOI 0x20          /* OCW2: non-specific EOI */
+#define PIC_SPECIFIC_EOI 0x60 /* OCW2: specific EOI, OR the level */
+#define PIC_READ_IRR 0x0A     /* OCW3: the next read of the command port gives IRR */
+#define PIC_READ_ISR 0x0B     /* OCW3: ... ISR */
+#define PIT_CH0 0x40
+#define PIT_CH2 0x42
+#define PIT_CMD 0x43
+#define PIT_HZ 1193182u /* the PIT's input clock, 14.31818 MHz / 12 */
+#define PORT_B 0x61     /* PC/AT system control port B */
+#define PORT_B_GATE2 0x01   /* gate of PIT channel 2 */
+#define PORT_B_SPEAKER 0x02 /* speaker data enable */
+#define PORT_B_OUT2 0x20    /* output of PIT channel 2 (read only) */
+#define CMOS_INDEX 0x70
+#define CMOS_DATA 0x71
+
+/* Programs both PICs with ICW1-ICW4 (edge triggered, cascade on IRQ 2,
+ * 8086 mode) so that IRQ 0-7 use vectors master_base.. and IRQ 8-15
+ * slave_base.., and leaves every line masked. */
+void pic_remap(uint8_t master_base, uint8_t slave_base);
+/* Sets the interrupt mask registers (OCW1): bit n of `mask` masks IRQ n. */
+void pic_set_mask(uint16_t mask);
+uint16_t pic_get_mask(void);
+/* Sends a non-specific EOI for `irq` (to the slave too for IRQ 8-15). */
+void pic_eoi(uint8_t irq);
+/* Reads IRR or ISR of both PICs with OCW3: slave in the high byte. */
+uint16_t pic_read_irr(void);
+uint16_t pic_read_isr(void);
+/* Programs PIT channel 0 as a rate generator (mode 2) of `hz` ticks a
+ * second, lobyte/hibyte access, binary counting. */
+void pit_set_rate(uint32_t hz);
+/* Busy-waits `ms` milliseconds (at most 54) with PIT channel 2 in mode 0,
+ * gated through port 0x61, polling its output in bit 5 of port 0x61: the
+ * calibration loop of PC kernels. It depends on no interrupt. */
+void pit_wait_ms(uint32_t ms);
+uint8_t cmos_read(uint8_t reg);
+void cmos_write(uint8_t reg, uint8_t value);
 
 #endif

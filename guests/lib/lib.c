@@ -76,7 +76,7 @@ void serial_init(void)
     outb(COM1 + UART_MCR, 0x03);     /* DTR and RTS; OUT2 off, so no IRQ 4. */
 }
 
-void putc(char c)
+static void uart_putc(char c)
 {
     /* Wait until the transmitter can take a byte. Emulated UARTs say so at
      * once; the loop is for real hardware. */
@@ -85,13 +85,61 @@ void putc(char c)
     outb(COM1 + UART_THR, (uint8_t)c);
 }
 
-void puts(const char *s)
+void console_write(const char *s, size_t len)
 {
-    while (*s)
-        putc(*s++);
+    if (current_cpl() == 0) {
+        for (size_t i = 0; i < len; i++)
+            uart_putc(s[i]);
+        return;
+    }
+    /* At CPL > IOPL the out instruction raises #GP(0) (SDM Vol. 1 section
+     * 19.5.1), so user code asks the kernel to write for it. */
+    uint32_t eax = SYS_WRITE;
+    __asm__ volatile("int $0x80" : "+a"(eax) : "b"(1), "c"(s), "d"(len) : "memory");
 }
 
-static void put_number(uint32_t v, unsigned base, int negative, int width, char pad)
+void putc(char c) { console_write(&c, 1); }
+
+void puts(const char *s) { console_write(s, strlen(s)); }
+
+/* printf collects its output in a small buffer and writes it in pieces, so
+ * that user code makes one system call per line rather than one per
+ * character. The bytes written are the same at every CPL. */
+struct out {
+    char buf[128];
+    size_t n;
+    /* snprintf's destination, or NULL when the output goes to COM1. */
+    char *dst;
+    size_t cap, len;
+};
+
+static void out_flush(struct out *o)
+{
+    if (o->n)
+        console_write(o->buf, o->n);
+    o->n = 0;
+}
+
+static void out_char(struct out *o, char c)
+{
+    if (o->dst) {
+        if (o->len + 1 < o->cap)
+            o->dst[o->len] = c;
+        o->len++;
+        return;
+    }
+    if (o->n == sizeof(o->buf))
+        out_flush(o);
+    o->buf[o->n++] = c;
+}
+
+static void out_string(struct out *o, const char *s)
+{
+    while (*s)
+        out_char(o, *s++);
+}
+
+static void put_number(struct out *o, uint32_t v, unsigned base, int negative, int width, char pad)
 {
     char buf[12];
     int n = 0;
@@ -103,18 +151,16 @@ static void put_number(uint32_t v, unsigned base, int negative, int width, char 
     if (negative)
         buf[n++] = '-';
     for (int i = n; i < width; i++)
-        putc(pad);
+        out_char(o, pad);
     while (n)
-        putc(buf[--n]);
+        out_char(o, buf[--n]);
 }
 
-void printf(const char *fmt, ...)
+static void format(struct out *o, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     for (; *fmt; fmt++) {
         if (*fmt != '%') {
-            putc(*fmt);
+            out_char(o, *fmt);
             continue;
         }
         fmt++;
@@ -129,40 +175,61 @@ void printf(const char *fmt, ...)
         switch (*fmt) {
         case 's': {
             const char *s = va_arg(ap, const char *);
-            puts(s ? s : "(null)");
+            out_string(o, s ? s : "(null)");
             break;
         }
         case 'c':
-            putc((char)va_arg(ap, int));
+            out_char(o, (char)va_arg(ap, int));
             break;
         case 'd': {
             int v = va_arg(ap, int);
-            put_number(v < 0 ? -(uint32_t)v : (uint32_t)v, 10, v < 0, width, pad);
+            put_number(o, v < 0 ? -(uint32_t)v : (uint32_t)v, 10, v < 0, width, pad);
             break;
         }
         case 'u':
-            put_number(va_arg(ap, uint32_t), 10, 0, width, pad);
+            put_number(o, va_arg(ap, uint32_t), 10, 0, width, pad);
             break;
         case 'x':
-            put_number(va_arg(ap, uint32_t), 16, 0, width, pad);
+            put_number(o, va_arg(ap, uint32_t), 16, 0, width, pad);
             break;
         case 'p':
-            puts("0x");
-            put_number((uint32_t)va_arg(ap, void *), 16, 0, 8, '0');
+            out_string(o, "0x");
+            put_number(o, (uint32_t)va_arg(ap, void *), 16, 0, 8, '0');
             break;
         case '%':
-            putc('%');
+            out_char(o, '%');
             break;
         case '\0':
             fmt--;
             break;
         default:
-            putc('%');
-            putc(*fmt);
+            out_char(o, '%');
+            out_char(o, *fmt);
             break;
         }
     }
+}
+
+void printf(const char *fmt, ...)
+{
+    struct out o = { .n = 0, .dst = NULL };
+    va_list ap;
+    va_start(ap, fmt);
+    format(&o, fmt, ap);
     va_end(ap);
+    out_flush(&o);
+}
+
+size_t snprintf(char *buf, size_t size, const char *fmt, ...)
+{
+    struct out o = { .n = 0, .dst = buf, .cap = size, .len = 0 };
+    va_list ap;
+    va_start(ap, fmt);
+    format(&o, fmt, ap);
+    va_end(ap);
+    if (size)
+        buf[o.len < size ? o.len : size - 1] = 0;
+    return o.len;
 }
 
 void NORETURN exit(uint8_t code)
@@ -354,7 +421,26 @@ void report(const char *name)
         printf(" at -%d\n", -rel);
 }
 
-void isr_dispatch(struct frame *f)
+static struct frame *next_frame;
+
+void frame_switch(struct frame *next) { next_frame = next; }
+
+/* Runs the handler, then returns the frame isr_common must resume: the
+ * interrupted one, or the one a handler chose with frame_switch. */
+static void dispatch(struct frame *f);
+struct frame *isr_dispatch(struct frame *f)
+{
+    /* A handler that enables interrupts can be interrupted itself; the
+     * inner dispatch must neither see nor lose the outer one's choice. */
+    struct frame *outer = next_frame;
+    next_frame = NULL;
+    dispatch(f);
+    struct frame *next = next_frame ? next_frame : f;
+    next_frame = outer;
+    return next;
+}
+
+static void dispatch(struct frame *f)
 {
     if (handlers[f->vector]) {
         handlers[f->vector](f);

@@ -8,7 +8,8 @@
 //! the privilege checks (Intel SDM Vol. 3A §5.9 privileged instructions,
 //! §6.x for IOPL-sensitive ones), the effect on the virtual state, and the
 //! exact exception when the guest is not allowed. Segment loads, descriptor
-//! parsing and IDT delivery live in their own modules; ordinary data
+//! parsing, IDT delivery, far transfers (`transfer.rs`) and the TSS
+//! (`tss.rs`) live in their own modules; ordinary data
 //! instructions (a `mov` through GS, say) are handed to
 //! `crate::emulate::emulate`. Nothing here knows about the host.
 //!
@@ -34,8 +35,10 @@ use crate::exception::{Exception, Vector};
 use crate::interrupt::{self, Source};
 use crate::memory::Access;
 use crate::operand::{gpr_value, memory_operand, read_operand, set_gpr, write_operand};
-use crate::segment::{self, Transfer};
-use crate::state::{cr, flags, gpr, Cpu, SegReg, Segment, Selector};
+use crate::segment;
+use crate::state::{cr, flags, gpr, Cpu, SegReg, Selector};
+use crate::transfer;
+use crate::tss;
 
 /// What the run loop must do after a callout, beyond resuming at
 /// `cpu.eip`.
@@ -99,7 +102,7 @@ const CR4_SUPPORTED: u32 =
 
 /// EFLAGS bits that can never be set: 3, 5, 15 and 22-31 read as zero;
 /// bit 1 reads as one (SDM Vol. 1 §3.4.3).
-const EFLAGS_FIXED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xFFC0_0000;
+pub(crate) const EFLAGS_FIXED_ZERO: u32 = (1 << 3) | (1 << 5) | (1 << 15) | 0xFFC0_0000;
 
 fn gp0() -> Exception {
     Exception::GeneralProtection(0)
@@ -116,7 +119,7 @@ fn require_cpl0(cpu: &Cpu) -> Result<(), Exception> {
 }
 
 /// The address of the instruction after `insn`.
-fn next_eip(insn: &Instruction) -> u32 {
+pub(crate) fn next_eip(insn: &Instruction) -> u32 {
     insn.next_ip() as u32
 }
 
@@ -251,16 +254,16 @@ fn execute_system(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction, host_tsc
         M::Insb | M::Insw | M::Insd => return string_in(cpu, bus, insn).map(Some),
         M::Outsb | M::Outsw | M::Outsd => return string_out(cpu, bus, insn).map(Some),
         M::Int | M::Int3 | M::Into | M::Int1 => return software_interrupt(cpu, bus, insn).map(Some),
-        M::Iret | M::Iretd => return iret(cpu, bus, insn).map(Some),
-        M::Jmp | M::Call if is_far(insn) => return far_jmp_or_call(cpu, bus, insn).map(Some),
-        M::Retf => return far_ret(cpu, bus, insn).map(Some),
+        M::Iret | M::Iretd => return transfer::iret(cpu, bus, insn).map(Some),
+        M::Jmp | M::Call if is_far(insn) => return transfer::far_jmp_or_call(cpu, bus, insn).map(Some),
+        M::Retf => return transfer::far_ret(cpu, bus, insn).map(Some),
         M::Push if is_sreg_operand(insn, 0) => push_sreg(cpu, bus, insn)?,
         M::Pop if is_sreg_operand(insn, 0) => pop_sreg(cpu, bus, insn)?,
         M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => load_far_pointer(cpu, bus, insn)?,
         M::Lar | M::Lsl => lar_lsl(cpu, bus, insn)?,
         M::Verr | M::Verw => verr_verw(cpu, bus, insn)?,
-        M::Sysenter => return sysenter(cpu).map(Some),
-        M::Sysexit => return sysexit(cpu).map(Some),
+        M::Sysenter => return transfer::sysenter(cpu).map(Some),
+        M::Sysexit => return transfer::sysexit(cpu).map(Some),
         // Our CPU model is a 32-bit Intel-like processor: SYSCALL and
         // SYSRET are #UD outside 64-bit mode (SDM Vol. 2B SYSCALL).
         M::Syscall | M::Sysret => return Err(Exception::InvalidOpcode),
@@ -332,11 +335,24 @@ pub fn popf_result(cpu: &Cpu, value: u32, is_16bit: bool) -> u32 {
     (new & !flags::RF & !EFLAGS_FIXED_ZERO) | flags::RESERVED1
 }
 
+/// `popf`/`popfd`, counting in [`Cpu::stats`] every one above CPL 0 and
+/// every one whose request for IF or IOPL was silently dropped: the
+/// instruction trap-and-emulate cannot see (see [`crate::state::ExecStats`]).
 fn popf(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, Exception> {
     let is_16bit = insn.code() == Code::Popfw;
     let value = cpu.pop(bus, if is_16bit { 2 } else { 4 })?;
     let was_enabled = cpu.interrupts_enabled();
     cpu.eflags = popf_result(cpu, value, is_16bit);
+    if cpu.cpl() > 0 {
+        let stats = &mut cpu.stats;
+        stats.popf_above_cpl0 += 1;
+        if (value ^ cpu.eflags) & flags::IF != 0 {
+            stats.popf_if_ignored += 1;
+        }
+        if (value ^ cpu.eflags) & flags::IOPL != 0 {
+            stats.popf_iopl_ignored += 1;
+        }
+    }
     Ok(if !was_enabled && cpu.interrupts_enabled() { Effect::InterruptsEnabled } else { Effect::Continue })
 }
 
@@ -533,15 +549,15 @@ fn wrmsr(cpu: &mut Cpu, host_tsc: u64) -> Result<Effect, Exception> {
     Ok(Effect::Continue)
 }
 
-/// The I/O permission check (SDM Vol. 1 §19.5): allowed when CPL <= IOPL.
-/// Otherwise the processor consults the I/O permission bitmap in the TSS;
-/// that is later work, so for now the answer is #GP(0).
-fn check_io_permission(cpu: &Cpu, _bus: &mut dyn Bus, _port: u16, _size: IoSize) -> Result<(), Exception> {
-    if cpu.cpl() <= cpu.iopl() {
+/// The I/O permission check (SDM Vol. 1 §19.5): `in`, `out`, `ins` and
+/// `outs` are allowed when CPL <= IOPL; otherwise only when the TSS I/O
+/// permission bitmap clears the bit of every port the access touches
+/// (`tss::io_permitted`), and #GP(0) if not. The check happens before the
+/// port is touched, so a denied access has no side effect on the device.
+fn check_io_permission(cpu: &Cpu, bus: &mut dyn Bus, port: u16, size: IoSize) -> Result<(), Exception> {
+    if cpu.cpl() <= cpu.iopl() || tss::io_permitted(cpu, bus, port, size)? {
         return Ok(());
     }
-    // The TSS I/O bitmap check slots in here: read the bitmap offset at
-    // TSS+0x66, then the bits for port..port+size.
     Err(gp0())
 }
 
@@ -708,114 +724,6 @@ fn software_interrupt(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> R
     Ok(Effect::Continue)
 }
 
-/// `iret`/`iretd` in protected mode (SDM Vol. 2A IRET), same privilege
-/// level only. The whole frame is read and checked before anything
-/// changes.
-fn iret(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, Exception> {
-    if cpu.eflags & flags::NT != 0 {
-        log::warn!("unsupported: iret with NT set (return from a nested task)");
-        return Err(gp0());
-    }
-    let size = if insn.code() == Code::Iretw { 2 } else { 4 };
-    let new_eip = cpu.peek_stack(bus, 0, size)?;
-    let new_cs = Selector(cpu.peek_stack(bus, size, size)? as u16);
-    let new_flags = cpu.peek_stack(bus, 2 * size, size)?;
-    if size == 4 && new_flags & flags::VM != 0 && cpu.cpl() == 0 {
-        log::warn!("unsupported: iret to virtual-8086 mode");
-        return Err(gp0());
-    }
-    let target = segment::check_code_segment(cpu, bus, new_cs, Transfer::Return)?;
-    if target.changes_privilege(cpu) {
-        log::warn!("unsupported: iret from CPL {} to outer CPL {}", cpu.cpl(), target.new_cpl);
-        return Err(Exception::GeneralProtection(new_cs.error_code()));
-    }
-    // IRET loads every flag a same-level return may change: at CPL 0 that
-    // includes IF, IOPL, VIF and VIP; above it IF only when CPL <= IOPL and
-    // never IOPL. RF is loaded, not cleared.
-    let mut writable = flags::STATUS | flags::TF | flags::DF | flags::NT | flags::RF | flags::AC | flags::ID;
-    if cpu.cpl() <= cpu.iopl() {
-        writable |= flags::IF;
-    }
-    if cpu.cpl() == 0 {
-        writable |= flags::IOPL | flags::VIF | flags::VIP;
-    }
-    if size == 2 {
-        writable &= 0xFFFF;
-    }
-    let eip = if size == 2 { new_eip & 0xFFFF } else { new_eip };
-    segment::commit_code_target(cpu, bus, &target, eip, false)?;
-    let was_enabled = cpu.interrupts_enabled();
-    let eflags = (cpu.eflags & !writable) | (new_flags & writable);
-    cpu.eflags = (eflags & !EFLAGS_FIXED_ZERO) | flags::RESERVED1;
-    cpu.set_stack_pointer(cpu.stack_pointer_plus(3 * size as i32));
-    Ok(if !was_enabled && cpu.interrupts_enabled() { Effect::InterruptsEnabled } else { Effect::Continue })
-}
-
-/// The target of a far `jmp`/`call`: an immediate ptr16:16/ptr16:32, or
-/// an m16:16/m16:32 pointer in memory (offset first, then selector).
-fn far_target(cpu: &Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<(Selector, u32, u32), Exception> {
-    match insn.op0_kind() {
-        OpKind::FarBranch16 => Ok((Selector(insn.far_branch_selector()), u32::from(insn.far_branch16()), 2)),
-        OpKind::FarBranch32 => Ok((Selector(insn.far_branch_selector()), insn.far_branch32(), 4)),
-        _ => {
-            let size = if matches!(insn.code(), Code::Jmp_m1616 | Code::Call_m1616) { 2 } else { 4 };
-            let (seg, offset) = memory_operand(cpu, insn, 0)?;
-            let eip = if size == 2 {
-                u32::from(cpu.read_u16(bus, seg, offset)?)
-            } else {
-                cpu.read_u32(bus, seg, offset)?
-            };
-            let sel = cpu.read_u16(bus, seg, offset.wrapping_add(size))?;
-            Ok((Selector(sel), eip, size))
-        }
-    }
-}
-
-/// Far `jmp` and `call` straight to a code segment (SDM Vol. 2A CALL,
-/// Vol. 2A JMP; Vol. 3A §5.8.1-5.8.2). Call gates, task gates and TSSs are
-/// recognised and refused as unsupported in `segment::check_code_segment`.
-fn far_jmp_or_call(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, Exception> {
-    let (sel, eip, size) = far_target(cpu, bus, insn)?;
-    let target = segment::check_code_segment(cpu, bus, sel, Transfer::JmpOrCall)?;
-    if eip > target.segment.limit {
-        return Err(gp0());
-    }
-    if insn.mnemonic() == Mnemonic::Call {
-        // Push CS (zero-extended to the operand size) and the return EIP
-        // as one write, so a #SS leaves ESP untouched.
-        let ret = next_eip(insn);
-        let cs = u32::from(cpu.segment(SegReg::Cs).selector.0);
-        let new_sp = cpu.stack_pointer_plus(-2 * size as i32);
-        let mut frame = Vec::with_capacity(8);
-        frame.extend_from_slice(&ret.to_le_bytes()[..size as usize]);
-        frame.extend_from_slice(&cs.to_le_bytes()[..size as usize]);
-        cpu.write_virt(bus, SegReg::Ss, new_sp, &frame)?;
-        segment::commit_code_target(cpu, bus, &target, eip, false)?;
-        cpu.set_stack_pointer(new_sp);
-    } else {
-        segment::commit_code_target(cpu, bus, &target, eip, false)?;
-    }
-    Ok(Effect::Continue)
-}
-
-/// Far `ret` and `ret imm16` to the same privilege level (SDM Vol. 2B RET).
-/// A return to an outer level is later work.
-fn far_ret(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, Exception> {
-    let size = if matches!(insn.code(), Code::Retfw | Code::Retfw_imm16) { 2 } else { 4 };
-    let release = if insn.op_count() > 0 { u32::from(insn.immediate16()) } else { 0 };
-    let eip = cpu.peek_stack(bus, 0, size)?;
-    let sel = Selector(cpu.peek_stack(bus, size, size)? as u16);
-    let target = segment::check_code_segment(cpu, bus, sel, Transfer::Return)?;
-    if target.changes_privilege(cpu) {
-        log::warn!("unsupported: far ret from CPL {} to outer CPL {}", cpu.cpl(), target.new_cpl);
-        return Err(Exception::GeneralProtection(sel.error_code()));
-    }
-    let eip = if size == 2 { eip & 0xFFFF } else { eip };
-    segment::commit_code_target(cpu, bus, &target, eip, false)?;
-    cpu.set_stack_pointer(cpu.stack_pointer_plus((2 * size + release) as i32));
-    Ok(Effect::Continue)
-}
-
 /// `push sreg`. With a 32-bit operand size, ESP moves by 4 but only the
 /// 16-bit selector is written, leaving the upper half of the slot as it
 /// was, as recent Intel processors do (SDM Vol. 2B PUSH).
@@ -957,38 +865,6 @@ fn verr_verw(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Eff
     Ok(Effect::Continue)
 }
 
-/// `sysenter` (SDM Vol. 2B SYSENTER): to the flat CPL 0 code segment
-/// IA32_SYSENTER_CS and the stack segment 8 above it, at
-/// IA32_SYSENTER_EIP and IA32_SYSENTER_ESP, with VM, IF and RF cleared.
-/// The descriptors are not read: the processor loads fixed values.
-fn sysenter(cpu: &mut Cpu) -> Result<Effect, Exception> {
-    let cs = cpu.msr.sysenter_cs as u16;
-    if cs & 0xFFFC == 0 {
-        return Err(gp0());
-    }
-    cpu.eflags &= !(flags::VM | flags::IF | flags::RF);
-    cpu.set_segment(SegReg::Cs, Segment::flat(cs & 0xFFFC, 0xC09B));
-    cpu.set_segment(SegReg::Ss, Segment::flat((cs & 0xFFFC).wrapping_add(8), 0xC093));
-    cpu.gpr[gpr::ESP] = cpu.msr.sysenter_esp;
-    cpu.eip = cpu.msr.sysenter_eip;
-    Ok(Effect::Continue)
-}
-
-/// `sysexit` (SDM Vol. 2B SYSEXIT): CPL 0 only; to the flat CPL 3 code
-/// segment IA32_SYSENTER_CS + 16 and stack segment + 24, at EDX with
-/// ESP = ECX.
-fn sysexit(cpu: &mut Cpu) -> Result<Effect, Exception> {
-    let cs = cpu.msr.sysenter_cs as u16;
-    if cs & 0xFFFC == 0 || cpu.cpl() != 0 {
-        return Err(gp0());
-    }
-    cpu.set_segment(SegReg::Cs, Segment::flat(cs.wrapping_add(16) | 3, 0xC0FB));
-    cpu.set_segment(SegReg::Ss, Segment::flat(cs.wrapping_add(24) | 3, 0xC0F3));
-    cpu.gpr[gpr::ESP] = cpu.gpr[gpr::ECX];
-    cpu.eip = cpu.gpr[gpr::EDX];
-    Ok(Effect::Continue)
-}
-
 #[cfg(test)]
 #[path = "exec_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -6,30 +6,31 @@
 use super::*;
 use crate::descriptor::{encode_gate, encode_segment};
 use crate::emulate::EmulateError;
+use crate::state::Segment;
 use crate::test_bus::TestBus;
 use iced_x86::{Decoder, DecoderOptions};
 
-const GDT: u32 = 0x1000;
-const IDT: u32 = 0x2000;
-const CODE_EIP: u32 = 0x4000;
-const STACK_TOP: u32 = 0x8000;
-const HOST_TSC: u64 = 1_000_000;
+pub(crate) const GDT: u32 = 0x1000;
+pub(crate) const IDT: u32 = 0x2000;
+pub(crate) const CODE_EIP: u32 = 0x4000;
+pub(crate) const STACK_TOP: u32 = 0x8000;
+pub(crate) const HOST_TSC: u64 = 1_000_000;
 
 /// GDT layout used by every test.
-const SEL_CODE0: u16 = 0x08;
-const SEL_DATA0: u16 = 0x10;
-const SEL_CODE3: u16 = 0x1B;
-const SEL_DATA3: u16 = 0x23;
-const SEL_CODE16: u16 = 0x28;
-const SEL_SMALL_DATA: u16 = 0x30;
-const SEL_LDT: u16 = 0x38;
-const SEL_TSS: u16 = 0x40;
-const SEL_CONFORMING: u16 = 0x48;
-const SEL_INT_GATE: u16 = 0x50;
-const SEL_CALL_GATE: u16 = 0x58;
-const SEL_EXEC_ONLY3: u16 = 0x60;
+pub(crate) const SEL_CODE0: u16 = 0x08;
+pub(crate) const SEL_DATA0: u16 = 0x10;
+pub(crate) const SEL_CODE3: u16 = 0x1B;
+pub(crate) const SEL_DATA3: u16 = 0x23;
+pub(crate) const SEL_CODE16: u16 = 0x28;
+pub(crate) const SEL_SMALL_DATA: u16 = 0x30;
+pub(crate) const SEL_LDT: u16 = 0x38;
+pub(crate) const SEL_TSS: u16 = 0x40;
+pub(crate) const SEL_CONFORMING: u16 = 0x48;
+pub(crate) const SEL_INT_GATE: u16 = 0x50;
+pub(crate) const SEL_CALL_GATE: u16 = 0x58;
+pub(crate) const SEL_EXEC_ONLY3: u16 = 0x60;
 
-fn gdt_entries() -> Vec<u64> {
+pub(crate) fn gdt_entries() -> Vec<u64> {
     vec![
         0,
         encode_segment(0, 0xFFFFF, 0xC09A),         // 0x08 ring-0 code
@@ -50,7 +51,7 @@ fn gdt_entries() -> Vec<u64> {
 /// A CPU at `cpl` in flat protected mode with the GDT above, an IDT at
 /// 0x2000 whose vectors 3, 4, 13 and 0x80 have DPL 3 interrupt gates to
 /// ring-0 handlers, EIP 0x4000 and ESP 0x8000.
-fn machine(cpl: u8) -> (Cpu, TestBus) {
+pub(crate) fn machine(cpl: u8) -> (Cpu, TestBus) {
     let mut bus = TestBus::new(0x10000);
     let mut cpu = Cpu::new();
     let gdt = gdt_entries();
@@ -75,7 +76,7 @@ fn machine(cpl: u8) -> (Cpu, TestBus) {
     (cpu, bus)
 }
 
-fn decode(bytes: &[u8], eip: u32) -> Instruction {
+pub(crate) fn decode(bytes: &[u8], eip: u32) -> Instruction {
     let mut decoder = Decoder::with_ip(32, bytes, u64::from(eip), DecoderOptions::NONE);
     let insn = decoder.decode();
     assert!(!insn.is_invalid(), "bytes {bytes:02x?} do not decode");
@@ -83,12 +84,12 @@ fn decode(bytes: &[u8], eip: u32) -> Instruction {
     insn
 }
 
-fn run(cpu: &mut Cpu, bus: &mut TestBus, bytes: &[u8]) -> Result<Effect, ExecError> {
+pub(crate) fn run(cpu: &mut Cpu, bus: &mut TestBus, bytes: &[u8]) -> Result<Effect, ExecError> {
     let insn = decode(bytes, cpu.eip);
     execute(cpu, bus, &insn, HOST_TSC)
 }
 
-fn guest(e: Exception) -> Result<Effect, ExecError> {
+pub(crate) fn guest(e: Exception) -> Result<Effect, ExecError> {
     Err(EmulateError::Exception(e))
 }
 
@@ -445,7 +446,9 @@ fn software_interrupts() {
     // (CPL, bytes, OF set?, expected result, expected EIP, pushed return EIP)
     let cases: &[(u8, &[u8], bool, Result<Effect, ExecError>, u32, Option<u32>)] = &[
         (0, &[0xCD, 0x80], false, Ok(Effect::Continue), 0x7080, Some(CODE_EIP + 2)),
-        (3, &[0xCD, 0x80], false, guest(GeneralProtection(SEL_CODE0)), CODE_EIP, None), // needs a stack switch: unsupported
+        // Ring 3 to a ring-0 handler needs the TSS, and none is loaded:
+        // #TS(TR selector = 0).
+        (3, &[0xCD, 0x80], false, guest(InvalidTss(0)), CODE_EIP, None),
         (0, &[0xCC], false, Ok(Effect::Continue), 0x7003, Some(CODE_EIP + 1)),
         (0, &[0xCE], false, Ok(Effect::Continue), CODE_EIP + 1, None), // into with OF clear
         (0, &[0xCE], true, Ok(Effect::Continue), 0x7004, Some(CODE_EIP + 1)),
@@ -494,12 +497,13 @@ fn iret_same_privilege() {
     assert_eq!(run(&mut cpu, &mut bus, &[0xCF]), Ok(Effect::Continue));
     assert_eq!(cpu.eflags, flags::RESERVED1 | flags::ZF);
 
-    // iret to an outer level is later work; to an inner one is #GP.
+    // iret to an outer level pops SS:ESP as well: a null SS is #GP(0).
+    // To an inner level it is #GP(selector).
     let (mut cpu, mut bus) = machine(0);
     cpu.gpr[gpr::ESP] = STACK_TOP - 12;
     bus.write_u32(STACK_TOP - 8, u32::from(SEL_CODE3));
     let before = cpu.clone();
-    assert_eq!(run(&mut cpu, &mut bus, &[0xCF]), guest(Exception::GeneralProtection(SEL_CODE3 & !3)));
+    assert_eq!(run(&mut cpu, &mut bus, &[0xCF]), guest(Exception::GeneralProtection(0)));
     assert_eq!(cpu, before);
     let (mut cpu, mut bus) = machine(3);
     cpu.gpr[gpr::ESP] = STACK_TOP - 12;
@@ -547,8 +551,10 @@ fn far_transfers() {
         (0, ptr(0xEA, SEL_DATA0, 0x1111), guest(GeneralProtection(SEL_DATA0)), SEL_CODE0, CODE_EIP, STACK_TOP),
         // A conforming DPL 0 segment from CPL 3 keeps CPL 3.
         (3, ptr(0xEA, SEL_CONFORMING, 0x1111), Ok(Effect::Continue), SEL_CONFORMING | 3, 0x1111, STACK_TOP),
-        // Call gates and TSSs are unsupported.
-        (3, ptr(0xEA, SEL_CALL_GATE, 0), guest(GeneralProtection(SEL_CALL_GATE)), SEL_CODE3, CODE_EIP, STACK_TOP),
+        // A jmp through a call gate never changes CPL: the gate's ring-0
+        // target is refused with #GP(target selector). TSSs (task
+        // switches) are unsupported.
+        (3, ptr(0xEA, SEL_CALL_GATE, 0), guest(GeneralProtection(SEL_CODE0)), SEL_CODE3, CODE_EIP, STACK_TOP),
         (0, ptr(0x9A, SEL_TSS, 0), guest(GeneralProtection(SEL_TSS)), SEL_CODE0, CODE_EIP, STACK_TOP),
         (0, ptr(0x9A, SEL_CODE0, 0x2222), Ok(Effect::Continue), SEL_CODE0, 0x2222, STACK_TOP - 8),
     ];
@@ -575,11 +581,11 @@ fn far_transfers() {
     run(&mut cpu, &mut bus, &[0xFF, 0x28]).unwrap();
     assert_eq!(cpu.eip, 0x3333);
 
-    // retf to an outer level is unsupported.
+    // retf to an outer level pops SS too: a null one is #GP(0).
     let (mut cpu, mut bus) = machine(0);
     cpu.gpr[gpr::ESP] = STACK_TOP - 8;
     bus.write_u32(STACK_TOP - 4, u32::from(SEL_CODE3));
-    assert_eq!(run(&mut cpu, &mut bus, &[0xCB]), guest(GeneralProtection(SEL_CODE3 & !3)));
+    assert_eq!(run(&mut cpu, &mut bus, &[0xCB]), guest(GeneralProtection(0)));
     assert_eq!(cpu.gpr[gpr::ESP], STACK_TOP - 8);
 
     // A far call whose frame does not fit changes nothing.

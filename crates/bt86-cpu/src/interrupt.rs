@@ -8,17 +8,21 @@
 //! when an external interrupt may be taken (the run loop checks IF and asks
 //! the PIC) and never reaches the host.
 //!
-//! Only same-privilege delivery exists in this milestone. A gate whose
-//! handler runs at an inner privilege level needs the stack switch through
-//! the TSS (§6.12.1); that is marked below where it slots in, and today
-//! raises #GP with an "unsupported" warning, as do task gates.
+//! Delivery to a handler at the same privilege level pushes the frame on
+//! the current stack. Delivery to an inner level (a ring-3 program
+//! interrupted into a ring-0 handler) first switches to the stack the TSS
+//! names for the handler's ring (§6.12.1, `tss.rs`) and pushes the
+//! interrupted SS:ESP there as well. Task gates are not supported: they
+//! raise #GP(vector * 8 + 2 + EXT) with an "unsupported" warning. 16-bit
+//! gates and 16-bit TSSs are supported.
 
 use bt86_machine::Bus;
 
-use crate::descriptor::{Descriptor, GateDescriptor, GateKind};
+use crate::descriptor::{self, Descriptor, GateDescriptor, GateKind};
 use crate::exception::{Exception, Vector};
 use crate::segment::{self, Transfer};
-use crate::state::{flags, Cpu, LinearAddr, SegReg};
+use crate::state::{flags, gpr, Cpu, LinearAddr, SegReg};
+use crate::tss;
 
 /// Where an interrupt comes from, which decides the privilege check on the
 /// gate, the EXT bit of error codes, and which EIP is pushed.
@@ -191,6 +195,16 @@ fn read_gate(cpu: &Cpu, bus: &mut dyn Bus, event: &Event) -> Result<GateDescript
     Ok(gate)
 }
 
+/// The little-endian bytes of a stack frame, lowest address first, each
+/// value truncated to `width` bytes.
+fn encode_frame(values: &[u32], width: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(values.len() * width);
+    for value in values {
+        frame.extend_from_slice(&value.to_le_bytes()[..width]);
+    }
+    frame
+}
+
 /// The whole delivery of one event. Every check happens before anything is
 /// written, so an error leaves the CPU as it was.
 fn deliver(cpu: &mut Cpu, bus: &mut dyn Bus, event: Event) -> Result<(), Exception> {
@@ -201,53 +215,65 @@ fn deliver(cpu: &mut Cpu, bus: &mut dyn Bus, event: Event) -> Result<(), Excepti
         return Err(Exception::GeneralProtection(u16::from(event.vector.0) * 8 + 2 + ext));
     }
     let target = segment::check_code_segment(cpu, bus, gate.selector, Transfer::Interrupt { ext: event.ext })?;
-    if target.changes_privilege(cpu) {
-        // INTER-PRIVILEGE-LEVEL-INTERRUPT (SDM Vol. 2A INT n): read SS:ESP
-        // for the new CPL from the TSS, check and load the new SS, push the
-        // old SS:ESP before the frame below. That stack switch is the next
-        // milestone's work.
-        log::warn!(
-            "unsupported: vector {} from CPL {} to a CPL {} handler needs a TSS stack switch",
-            event.vector,
-            cpu.cpl(),
-            target.new_cpl
-        );
-        return Err(Exception::GeneralProtection(gate.selector.error_code() | ext));
-    }
 
-    // INTRA-PRIVILEGE-LEVEL-INTERRUPT: the frame, from the lowest address
-    // up, is [error code,] EIP, CS, EFLAGS, each 4 bytes through a 32-bit
-    // gate and 2 through a 16-bit one (SDM Vol. 3A Figure 6-4).
-    let width: u32 = if gate.is_32bit { 4 } else { 2 };
+    // The frame, from the lowest address up, is [error code,] EIP, CS,
+    // EFLAGS, and after a privilege change also the interrupted ESP and
+    // SS; each is 4 bytes through a 32-bit gate and 2 through a 16-bit one
+    // (SDM Vol. 3A Figure 6-4). Selectors are zero-extended.
+    let width: usize = if gate.is_32bit { 4 } else { 2 };
     let mut eflags = cpu.eflags;
     if event.push_rf {
         eflags |= flags::RF;
     }
     let cs = u32::from(cpu.segment(SegReg::Cs).selector.0);
-    let mut frame_values = Vec::with_capacity(4);
+    let mut frame_values = Vec::with_capacity(6);
     if let Some(code) = event.error_code {
         frame_values.push(code);
     }
     frame_values.extend([event.return_eip, cs, eflags]);
-    let mut frame = Vec::with_capacity(16);
-    for value in &frame_values {
-        frame.extend_from_slice(&value.to_le_bytes()[..width as usize]);
-    }
-    let frame_len = frame.len() as u32;
-    let new_sp = cpu.stack_pointer_plus(-(frame_len as i32));
-    // A stack that cannot hold the frame raises #SS(EXT) (INT n: "IF new
-    // stack does not have room ... THEN #SS(EXT)").
-    cpu.linear_address(SegReg::Ss, new_sp, frame_len, crate::memory::Access::Write)
-        .map_err(|_| Exception::StackFault(ext))?;
-    if gate.offset > target.segment.limit {
-        return Err(Exception::GeneralProtection(ext));
-    }
-    cpu.write_virt(bus, SegReg::Ss, new_sp, &frame)?;
 
-    // Commit: nothing below can fault except the Accessed-bit write, which
-    // happens before any register changes.
-    segment::commit_code_target(cpu, bus, &target, gate.offset, event.ext)?;
-    cpu.set_stack_pointer(new_sp);
+    if target.changes_privilege(cpu) {
+        // INTER-PRIVILEGE-LEVEL-INTERRUPT (SDM Vol. 2A INT n, Vol. 3A
+        // §6.12.1): the handler runs on the stack the TSS names for its
+        // ring, and the interrupted SS:ESP goes on that stack so that
+        // `iret` can return to it.
+        let stack = tss::inner_stack(cpu, bus, target.new_cpl, event.ext)?;
+        frame_values.extend([cpu.gpr[gpr::ESP], u32::from(cpu.segment(SegReg::Ss).selector.0)]);
+        let frame = encode_frame(&frame_values, width);
+        let frame_len = frame.len() as u32;
+        let sp = stack
+            .frame_offset(frame_len)
+            .ok_or(Exception::StackFault(stack.segment.selector.error_code() | ext))?;
+        if gate.offset > target.segment.limit {
+            return Err(Exception::GeneralProtection(ext));
+        }
+        cpu.write_linear(bus, stack.linear(sp), &frame)?;
+        // Commit: the Accessed bits are the last guest-memory writes, and
+        // they come before any register changes.
+        descriptor::set_accessed(cpu, bus, &stack.fetched)?;
+        segment::commit_code_target(cpu, bus, &target, gate.offset, event.ext)?;
+        cpu.set_segment(SegReg::Ss, stack.segment);
+        cpu.gpr[gpr::ESP] = stack.esp_after(sp);
+        cpu.stats.privilege_changes += 1;
+    } else {
+        // INTRA-PRIVILEGE-LEVEL-INTERRUPT: the frame goes on the current
+        // stack.
+        let frame = encode_frame(&frame_values, width);
+        let frame_len = frame.len() as u32;
+        let new_sp = cpu.stack_pointer_plus(-(frame_len as i32));
+        // A stack that cannot hold the frame raises #SS(EXT) (INT n: "IF
+        // new stack does not have room ... THEN #SS(EXT)").
+        cpu.linear_address(SegReg::Ss, new_sp, frame_len, crate::memory::Access::Write)
+            .map_err(|_| Exception::StackFault(ext))?;
+        if gate.offset > target.segment.limit {
+            return Err(Exception::GeneralProtection(ext));
+        }
+        cpu.write_virt(bus, SegReg::Ss, new_sp, &frame)?;
+        // Commit: nothing below can fault except the Accessed-bit write,
+        // which happens before any register changes.
+        segment::commit_code_target(cpu, bus, &target, gate.offset, event.ext)?;
+        cpu.set_stack_pointer(new_sp);
+    }
     // Both gate kinds clear TF, NT, RF and VM; an interrupt gate also
     // clears IF so the handler starts with interrupts off (SDM Vol. 3A
     // §6.12.1.3).
@@ -358,8 +384,9 @@ mod tests {
             (encode_gate(0xE, 0x30, 0x6000, 0, true), 0, Err(GeneralProtection(0x30))),
             // A data segment as the handler's CS.
             (encode_gate(0xE, 0x10, 0x6000, 0, true), 0, Err(GeneralProtection(0x10))),
-            // Ring 3 to a ring-0 handler needs a stack switch: unsupported.
-            (encode_gate(0xE, 0x08, 0x6000, 3, true), 3, Err(GeneralProtection(0x08))),
+            // Ring 3 to a ring-0 handler switches stacks through the TSS;
+            // with no TSS loaded that is #TS(TR selector = 0).
+            (encode_gate(0xE, 0x08, 0x6000, 3, true), 3, Err(InvalidTss(0))),
             // Ring 3 to a ring-3 handler: fine.
             (encode_gate(0xE, 0x1B, 0x6000, 3, true), 3, Ok(())),
             // Task gates are unsupported.

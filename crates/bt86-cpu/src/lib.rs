@@ -18,6 +18,8 @@ pub mod memory;
 pub mod descriptor;
 pub mod segment;
 pub mod interrupt;
+pub mod tss;
+pub mod transfer;
 pub mod cpuid;
 pub mod operand;
 pub mod exec;
@@ -25,4 +27,4 @@ pub mod exec;
 mod test_bus;
 
 pub use exception::{Exception, Vector};
-pub use state::{Cpu, DescriptorTable, LinearAddr, SegReg, Segment, Selector};
+pub use state::{Cpu, DescriptorTable, ExecStats, LinearAddr, SegReg, Segment, Selector};

@@ -52,6 +52,19 @@ fn type_allows(segment: &Segment, access: Access) -> bool {
     }
 }
 
+/// Whether the hidden part `segment` allows an access of `len` bytes at
+/// `offset`: the checks of [`Cpu::linear_address`] without choosing the
+/// exception. Inter-privilege transfers use it on the stack segment they
+/// are about to load, whose faults carry that segment's selector.
+pub fn segment_allows(segment: &Segment, offset: u32, len: u32, access: Access) -> bool {
+    // A null selector leaves the register "unusable" (access rights 0);
+    // any reference through it faults (SDM Vol. 3A §3.4.2).
+    segment.access != 0
+        && segment.is_present()
+        && type_allows(segment, access)
+        && segment.contains(offset, len.max(1))
+}
+
 impl Cpu {
     /// Checks an access of `len` bytes at `seg:offset` against the hidden
     /// part of the segment register and returns the linear address.
@@ -71,15 +84,7 @@ impl Cpu {
         access: Access,
     ) -> Result<LinearAddr, Exception> {
         let segment = self.segment(seg);
-        // A null selector leaves the register "unusable" (access rights 0);
-        // any reference through it faults (SDM Vol. 3A §3.4.2).
-        if segment.access == 0 || !segment.is_present() {
-            return Err(segment_fault(seg));
-        }
-        if !type_allows(segment, access) {
-            return Err(segment_fault(seg));
-        }
-        if !segment.contains(offset, len.max(1)) {
+        if !segment_allows(segment, offset, len, access) {
             return Err(segment_fault(seg));
         }
         // The linear address space is 32 bits wide and wraps (Vol. 3A §3.4).
@@ -321,6 +326,7 @@ fn len_u32(len: usize) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // one tuple per table row
 mod tests {
     use super::*;
     use crate::state::Selector;

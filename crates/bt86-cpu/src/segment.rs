@@ -54,6 +54,10 @@ pub fn check_data_segment(
         // becomes unusable: any access through it raises #GP(0).
         return Ok((Segment { selector, base: 0, limit: 0, access: 0 }, None));
     }
+    if reg == SegReg::Ss {
+        let (segment, fetched) = check_stack_segment(cpu, bus, selector, cpu.cpl())?;
+        return Ok((segment, Some(fetched)));
+    }
     let fetched = descriptor::fetch_descriptor(cpu, bus, selector)?;
     let Descriptor::Segment(desc) = fetched.descriptor else {
         return Err(gp(selector));
@@ -61,15 +65,7 @@ pub fn check_data_segment(
     let cpl = cpu.cpl();
     let rpl = selector.rpl();
     let dpl = desc.dpl();
-    if reg == SegReg::Ss {
-        let writable_data = matches!(desc.kind(), Some(SegmentKind::Data { writable: true, .. }));
-        if rpl != cpl || !writable_data || dpl != cpl {
-            return Err(gp(selector));
-        }
-        if !desc.is_present() {
-            return Err(Exception::StackFault(selector.error_code()));
-        }
-    } else {
+    {
         let privilege_applies = match desc.kind() {
             Some(SegmentKind::Data { .. }) => true,
             Some(SegmentKind::Code { readable: true, conforming }) => !conforming,
@@ -88,6 +84,43 @@ pub fn check_data_segment(
     let mut segment = desc.to_segment(selector);
     segment.access |= 1;
     Ok((segment, Some(fetched)))
+}
+
+/// Checks `selector` as a new stack segment for code that will run at
+/// `cpl`, and returns the hidden part SS would receive with the descriptor
+/// it came from. `mov ss`/`pop ss`/`lss` pass the current CPL; far `ret`
+/// and `iret` to an outer level pass the new one (SDM Vol. 2B RET and
+/// Vol. 2A IRET, "RETURN-TO-OUTER-PRIVILEGE-LEVEL"); inner-level transfers
+/// pass the handler's (the TSS stack, see `tss.rs`).
+///
+/// The rules and error codes are the MOV SS ones: a null selector raises
+/// #GP(0); an entry beyond its table, an RPL or DPL other than `cpl`, or
+/// anything but a writable data segment raises #GP(selector); a
+/// not-present segment raises #SS(selector). Inner-level transfers report
+/// the same failures as #TS; `tss::inner_stack` converts them.
+pub fn check_stack_segment(
+    cpu: &Cpu,
+    bus: &mut dyn Bus,
+    selector: Selector,
+    cpl: u8,
+) -> Result<(Segment, Fetched), Exception> {
+    if selector.is_null() {
+        return Err(Exception::GeneralProtection(0));
+    }
+    let fetched = descriptor::fetch_descriptor(cpu, bus, selector)?;
+    let Descriptor::Segment(desc) = fetched.descriptor else {
+        return Err(gp(selector));
+    };
+    let writable_data = matches!(desc.kind(), Some(SegmentKind::Data { writable: true, .. }));
+    if selector.rpl() != cpl || !writable_data || desc.dpl() != cpl {
+        return Err(gp(selector));
+    }
+    if !desc.is_present() {
+        return Err(Exception::StackFault(selector.error_code()));
+    }
+    let mut segment = desc.to_segment(selector);
+    segment.access |= 1;
+    Ok((segment, fetched))
 }
 
 /// Loads DS, ES, FS, GS or SS from `selector` in protected mode: checks as
@@ -116,6 +149,12 @@ pub enum Transfer {
     /// DPL must be <= CPL. `ext` is the EXT bit of any error code, set when
     /// the event came from outside the program.
     Interrupt { ext: bool },
+    /// Through a call gate (Vol. 3A §5.8.4, Table 5-3 and Figure 5-12): a
+    /// `call` may reach a non-conforming segment of any DPL <= CPL and then
+    /// runs at that DPL; a `jmp` only one with DPL = CPL. Conforming
+    /// targets need DPL <= CPL and keep CPL. The RPL of the gate's code
+    /// selector is not checked.
+    CallGate { is_call: bool },
 }
 
 /// A checked far-transfer target: the hidden part CS will receive (its
@@ -140,9 +179,11 @@ impl CodeTarget {
 /// returns what CS will hold, without changing anything. The EIP limit
 /// check is left to the caller, which knows the new EIP.
 ///
-/// For [`Transfer::JmpOrCall`] a call gate, task gate or TSS is recognised
-/// but unsupported in this milestone: it raises #GP(selector) with a
-/// warning, and the gate path slots in here later.
+/// Call gates are not code segments: `transfer.rs` reads the gate first
+/// and then calls this with [`Transfer::CallGate`] for the gate's target.
+/// Reached with a call gate directly, this raises #GP(selector). For
+/// [`Transfer::JmpOrCall`] a task gate or TSS (a task switch) is recognised
+/// but unsupported: it raises #GP(selector) with a warning.
 pub fn check_code_segment(
     cpu: &Cpu,
     bus: &mut dyn Bus,
@@ -161,8 +202,8 @@ pub fn check_code_segment(
             log::warn!("unsupported: far jmp/call to TSS {selector} (task switch)");
             return Err(gp_sel);
         }
-        Descriptor::Gate(g) if transfer == Transfer::JmpOrCall && matches!(g.kind, GateKind::Call | GateKind::Task) => {
-            log::warn!("unsupported: far jmp/call through a {:?} gate at {selector}", g.kind);
+        Descriptor::Gate(g) if transfer == Transfer::JmpOrCall && g.kind == GateKind::Task => {
+            log::warn!("unsupported: far jmp/call through a task gate at {selector} (task switch)");
             return Err(gp_sel);
         }
         _ => return Err(gp_sel),
@@ -200,6 +241,15 @@ pub fn check_code_segment(
             }
             if conforming { cpl } else { dpl }
         }
+        // SDM Vol. 2A CALL and JMP, "CALL-GATE": the same rule as for
+        // interrupts for a call; a jmp never changes CPL.
+        Transfer::CallGate { is_call } => {
+            let allowed = if conforming || is_call { dpl <= cpl } else { dpl == cpl };
+            if !allowed {
+                return Err(gp_sel);
+            }
+            if conforming { cpl } else { dpl }
+        }
     };
     if !desc.is_present() {
         return Err(Exception::SegmentNotPresent(selector.error_code() | ext));
@@ -229,9 +279,11 @@ pub fn commit_code_target(
 }
 
 /// Loads CS:EIP for a far transfer at the same privilege level: the checks
-/// of [`check_code_segment`], then [`commit_code_target`]. Transfers that
-/// would change CPL (a far `ret` or `iret` to an outer level) are later
-/// work and raise #GP(selector) with a warning.
+/// of [`check_code_segment`], then [`commit_code_target`]. A transfer that
+/// would change CPL also needs a stack switch, which only the callers in
+/// `transfer.rs` and `interrupt.rs` make; here it is refused with
+/// #GP(selector) (plus EXT for interrupts) and a log line naming the
+/// caller's mistake.
 pub fn load_cs_for_transfer(
     cpu: &mut Cpu,
     bus: &mut dyn Bus,
@@ -243,7 +295,8 @@ pub fn load_cs_for_transfer(
     let ext = matches!(transfer, Transfer::Interrupt { ext: true });
     if target.changes_privilege(cpu) {
         log::warn!(
-            "unsupported: {transfer:?} to {selector} changes CPL from {} to {}",
+            "load_cs_for_transfer: {transfer:?} to {selector} would change CPL from {} to {}; \
+             privilege changes go through transfer.rs or interrupt.rs",
             cpu.cpl(),
             target.new_cpl
         );
@@ -483,8 +536,19 @@ mod tests {
 
     /// The reference model for data-segment loads, written straight from
     /// the SDM's MOV pseudocode using raw descriptor bits, independently
-    /// of `Descriptor::parse`.
-    fn reference_load(reg: SegReg, cpl: u8, sel: u16, gdt_entries: usize, raw: u64) -> Result<(), Exception> {
+    /// of `Descriptor::parse`. The GDT holds `gdt_entries` copies of `raw`
+    /// after the null entry; the LDT, when `ldt_entries` > 0, holds that
+    /// many copies from its index 0 (which, unlike the GDT's, is a real
+    /// entry). On success it returns the hidden part the register receives
+    /// (base, limit, access rights), or `None` for a null selector.
+    fn reference_load(
+        reg: SegReg,
+        cpl: u8,
+        sel: u16,
+        gdt_entries: usize,
+        ldt_entries: usize,
+        raw: u64,
+    ) -> Result<Option<(u32, u32, u16)>, Exception> {
         let index = usize::from(sel >> 3);
         let rpl = (sel & 3) as u8;
         let ti = sel & 4 != 0;
@@ -494,11 +558,17 @@ mod tests {
         let dpl = ((raw >> 45) & 3) as u8;
         let present = (raw >> 47) & 1 == 1;
         let is_null = sel & 0xFFFC == 0;
-        // The LDT is unusable in this model, so every TI=1 selector is
-        // beyond its table; GDT index i exists when i <= gdt_entries.
-        let in_table = !ti && index <= gdt_entries;
+        let in_table = if ti { index < ldt_entries } else { index <= gdt_entries };
         let is_code = s_bit && ty & 8 != 0;
         let is_data = s_bit && ty & 8 == 0;
+        // The hidden part: base bits 16-39 and 56-63, limit bits 0-15 and
+        // 48-51 scaled by G (bit 55), access bits 40-47 and 52-55 with the
+        // Accessed bit set by the load.
+        let base = (((raw >> 16) & 0xFF_FFFF) | ((raw >> 32) & 0xFF00_0000)) as u32;
+        let raw_limit = ((raw & 0xFFFF) | ((raw >> 32) & 0xF_0000)) as u32;
+        let limit = if (raw >> 55) & 1 == 1 { (raw_limit << 12) | 0xFFF } else { raw_limit };
+        let access = (((raw >> 40) & 0xF0FF) as u16) | 1;
+        let loaded = Some((base, limit, access));
         if reg == SegReg::Ss {
             if is_null {
                 return Err(Exception::GeneralProtection(0));
@@ -509,10 +579,10 @@ mod tests {
             if !present {
                 return Err(Exception::StackFault(err));
             }
-            return Ok(());
+            return Ok(loaded);
         }
         if is_null {
-            return Ok(());
+            return Ok(None);
         }
         let readable_code = is_code && ty & 2 != 0;
         let conforming = is_code && ty & 4 != 0;
@@ -522,7 +592,7 @@ mod tests {
         if !present {
             return Err(Exception::SegmentNotPresent(err));
         }
-        Ok(())
+        Ok(loaded)
     }
 
     proptest! {
@@ -534,17 +604,36 @@ mod tests {
             // out-of-limit indexes are common.
             sel in (0u16..6).prop_flat_map(|i| (0u16..8).prop_map(move |low| (i << 3) | low)),
             gdt_entries in 1usize..4,
+            ldt_entries in 0usize..3,
             access_byte in any::<u8>(),
             flags_nibble in any::<u8>(),
             base in any::<u32>(),
             limit in 0u32..0x10_0000,
         ) {
+            // Random access bytes cover every type: expand-down and
+            // conforming segments, system descriptors and gates; CPL 0-3.
             let raw = encode_segment(base, limit, u16::from(access_byte) | (u16::from(flags_nibble & 0xF0) << 8));
             let entries = vec![raw; gdt_entries];
             let (mut cpu, mut bus) = setup(cpl, &entries);
-            let expected = reference_load(reg, cpl, sel, gdt_entries, raw);
+            if ldt_entries > 0 {
+                const LDT: u32 = 0x3000;
+                for i in 0..ldt_entries {
+                    bus.write_u64(LDT + 8 * i as u32, raw);
+                }
+                cpu.ldtr = Segment { selector: Selector(0x28), base: LDT, limit: 8 * ldt_entries as u32 - 1, access: 0x0082 };
+            }
+            let before = cpu.clone();
+            let expected = reference_load(reg, cpl, sel, gdt_entries, ldt_entries, raw);
             let got = load_segment(&mut cpu, &mut bus, reg, Selector(sel));
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(got, expected.map(|_| ()));
+            match expected {
+                Ok(Some((base, limit, access))) => {
+                    let seg = cpu.segment(reg);
+                    prop_assert_eq!((seg.selector, seg.base, seg.limit, seg.access), (Selector(sel), base, limit, access));
+                }
+                Ok(None) => prop_assert_eq!(*cpu.segment(reg), Segment { selector: Selector(sel), base: 0, limit: 0, access: 0 }),
+                Err(_) => prop_assert_eq!(cpu, before),
+            }
         }
     }
 }

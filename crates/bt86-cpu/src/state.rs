@@ -245,6 +245,32 @@ pub mod gpr {
     pub const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
 }
 
+/// Counters of things the virtual CPU did silently: events that leave no
+/// trace in the guest's state and that the run loop therefore cannot see
+/// from outside. The `--stats` output reads them.
+///
+/// The popf counters are the point of Lab 2: on hardware, `popf` at CPL 3
+/// with IOPL < 3 does not fault when it asks to change IF; the processor
+/// keeps the old IF and says nothing (SDM Vol. 2B POPF). A monitor that
+/// relies on trap-and-emulate therefore never learns that its guest kernel,
+/// deprivileged to ring 3, wanted interrupts off. bt86 sees every `popf`
+/// because the translator turns it into a callout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExecStats {
+    /// `popf`/`popfd` executed at CPL > 0.
+    pub popf_above_cpl0: u64,
+    /// Of those, the ones whose popped image had a different IF while
+    /// CPL > IOPL, so that IF silently kept its old value.
+    pub popf_if_ignored: u64,
+    /// Of those, the ones whose popped image had a different IOPL, which
+    /// only CPL 0 may change, so that IOPL silently kept its old value.
+    pub popf_iopl_ignored: u64,
+    /// Transfers that changed CPL: interrupts and exceptions into an inner
+    /// ring, `iret` and far `ret` to an outer one, calls through call gates
+    /// to an inner ring, `sysenter` and `sysexit`.
+    pub privilege_changes: u64,
+}
+
 /// The size of the FXSAVE image that holds the guest's x87/SSE state.
 pub const FXSAVE_SIZE: usize = 512;
 
@@ -279,6 +305,8 @@ pub struct Cpu {
     /// Bumped every time a segment register's hidden part changes, so the
     /// native layer knows when to rebuild its shadow descriptors.
     pub segment_generation: u64,
+    /// Counters for `--stats`; they never affect execution.
+    pub stats: ExecStats,
 }
 
 impl Cpu {
@@ -340,6 +368,7 @@ impl Cpu {
             halted: false,
             fpu,
             segment_generation: 0,
+            stats: ExecStats::default(),
         }
     }
 }

@@ -18,6 +18,12 @@
 //!   each such port, because it is usually a device the guest expects and
 //!   bt86 lacks.
 //!
+//! Interrupts: COM1 (IRQ 4), the PIT's channel 0 (IRQ 0) and the RTC
+//! (IRQ 8) drive [`IrqLatch`]es, which the machine forwards to the 8259A
+//! pair after every access that can change them and at every
+//! [`Machine::advance_to`]. Time reaches the timers only through
+//! `advance_to`: port accesses see the devices as of the last call.
+//!
 //! Known differences from QEMU, none of which a Multiboot kernel should
 //! depend on: RAM is contiguous from 0, so the legacy hole [0xA0000,
 //! 0x100000) is plain zeroed RAM (QEMU has VGA memory reading 0xFF and the
@@ -29,6 +35,9 @@ use std::io::Write;
 
 use thiserror::Error;
 
+use crate::devices::pic::{self, Chip, Irq, Pic, PicState};
+use crate::devices::pit::{self, Pit, PitState};
+use crate::devices::rtc::{self, Rtc, RtcState};
 use crate::devices::serial::{Serial, SerialState, SerialStateError};
 use crate::devices::IrqLatch;
 use crate::memory::Ram;
@@ -47,6 +56,17 @@ pub type SerialOutput = Box<dyn Write + Send>;
 /// line latched until a PIC exists to receive it.
 pub type Com1 = Serial<SerialOutput, IrqLatch>;
 
+/// The 8254 as the machine wires it: channel 0 latched for IRQ 0.
+pub type Pit8254 = Pit<IrqLatch>;
+
+/// The CMOS RTC as the machine wires it: latched for IRQ 8.
+pub type CmosRtc = Rtc<IrqLatch>;
+
+/// The wall-clock time the RTC shows at VM start until the caller sets
+/// it with [`Machine::set_wall_clock`]: 2000-01-01 00:00:00 UTC, so that a
+/// machine built without a clock is still deterministic.
+pub const DEFAULT_WALL_CLOCK: i64 = 946_684_800;
+
 /// The value an unassigned physical address reads as, per byte (see the
 /// module documentation for the measurement).
 pub const UNASSIGNED_MEMORY_BYTE: u8 = 0x00;
@@ -56,6 +76,11 @@ pub const UNASSIGNED_MEMORY_BYTE: u8 = 0x00;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MachineState {
     pub com1: SerialState,
+    pub pic: PicState,
+    pub pit: PitState,
+    pub rtc: RtcState,
+    /// Virtual nanoseconds since the VM started, as last advanced.
+    pub now_ns: u64,
     pub post_code: PostCode,
     pub acpi_pm: AcpiPm,
     pub power: PowerState,
@@ -83,6 +108,11 @@ pub trait MmioDevice {
 pub struct Machine {
     ram: Ram,
     com1: Com1,
+    pic: Pic,
+    pit: Pit8254,
+    rtc: CmosRtc,
+    /// Virtual nanoseconds since the VM started, as last advanced.
+    now_ns: u64,
     debug_exit: DebugExit,
     post_code: PostCode,
     acpi_pm: AcpiPm,
@@ -93,17 +123,39 @@ pub struct Machine {
 
 impl Machine {
     /// A machine with `ram`, COM1 writing to `serial_output`, and every
-    /// device in its reset state.
+    /// device as a Multiboot kernel finds it under QEMU (after SeaBIOS):
+    /// the PICs initialized with bases 0x08 and 0x70, the PIT interrupting
+    /// at 18.2 Hz, the RTC at [`DEFAULT_WALL_CLOCK`] with QEMU's CMOS
+    /// bytes for this RAM size. Virtual time starts at 0.
     pub fn new(ram: Ram, serial_output: SerialOutput) -> Machine {
-        Machine {
+        let mut rtc = Rtc::new(DEFAULT_WALL_CLOCK, IrqLatch::default());
+        rtc.set_memory_size(ram.size());
+        let mut machine = Machine {
             ram,
             com1: Serial::new(serial_output, IrqLatch::default()),
+            pic: Pic::after_bios(),
+            pit: Pit::after_bios(IrqLatch::default()),
+            rtc,
+            now_ns: 0,
             debug_exit: DebugExit,
             post_code: PostCode::default(),
             acpi_pm: AcpiPm::default(),
             power: PowerState::Running,
             unknown_ports: BTreeSet::new(),
+        };
+        // The lines' power-on levels are not requests.
+        let Machine {
+            pic,
+            pit,
+            com1,
+            rtc,
+            ..
+        } = &mut machine;
+        for (irq, latch) in irq_wiring(pit, com1, rtc) {
+            latch.take_rising_edge();
+            pic.reset_line(irq, latch.level());
         }
+        machine
     }
 
     /// Guest RAM.
@@ -142,10 +194,101 @@ impl Machine {
         self.power.exit_status()
     }
 
+    /// Sets the RTC's date and time at virtual time 0 (VM start), in
+    /// seconds since 1970-01-01 00:00:00 UTC. The monitor passes the host's
+    /// wall clock when it builds the VM; tests pass a fixed time.
+    pub fn set_wall_clock(&mut self, unix_secs_at_start: i64) {
+        self.rtc.set_wall_clock(unix_secs_at_start);
+    }
+
+    /// Virtual nanoseconds since the VM started, as last advanced.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// The 8259A pair, to inspect (debugger, statistics).
+    pub fn pic(&self) -> &Pic {
+        &self.pic
+    }
+
+    /// The 8254, to inspect.
+    pub fn pit(&self) -> &Pit8254 {
+        &self.pit
+    }
+
+    /// The CMOS RTC, to inspect.
+    pub fn rtc(&self) -> &CmosRtc {
+        &self.rtc
+    }
+
+    /// Advances every device to virtual time `now_ns` (nanoseconds since
+    /// the VM started), raising IRQ lines as timers fire. Time never goes
+    /// back: an earlier `now_ns` changes nothing. Call it at every exit
+    /// from guest code, before emulating the instruction that exited, so
+    /// that a port read sees the counters of that moment.
+    pub fn advance_to(&mut self, now_ns: u64) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+            self.pit.advance(now_ns);
+            self.rtc.advance(now_ns);
+        }
+        self.forward_irqs();
+    }
+
+    /// The earliest virtual time at which some device will raise an
+    /// interrupt on its own (None if none is armed): the run loop sleeps
+    /// until then on `hlt`, and arms its host timer for it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match (self.pit.next_deadline(), self.rtc.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the PIC asserts INTR (an unmasked, higher-priority-than-
+    /// in-service request is pending). This includes COM1 input that the
+    /// run loop queued since the last device access.
+    pub fn interrupt_pending(&self) -> bool {
+        let mut pic = self.pic.clone();
+        let mut com1 = *self.com1.irq();
+        forward(&mut pic, Irq::COM1, &mut com1);
+        pic.intr()
+    }
+
+    /// The interrupt-acknowledge cycle: the vector the CPU must take, with
+    /// the PIC's IRR/ISR updated; None if nothing is pending any more. A
+    /// spurious IRQ 15 (the slave's request vanished after the master
+    /// latched it) returns the slave's base+7 with the master's IRQ 2 in
+    /// service, as on hardware; the guest must take it. When the master
+    /// itself has nothing, the answer is None rather than its spurious
+    /// base+7: QEMU's CPU, too, only acknowledges while INTR is asserted.
+    pub fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        self.forward_irqs();
+        if !self.pic.intr() {
+            return None;
+        }
+        let ack = self.pic.acknowledge();
+        if ack.irq.is_none() {
+            log::debug!("8259A spurious interrupt: vector {:#04x}", ack.vector);
+        }
+        Some(ack.vector)
+    }
+
+    /// Carries every device's interrupt line to the PIC.
+    fn forward_irqs(&mut self) {
+        for (irq, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc) {
+            forward(&mut self.pic, irq, latch);
+        }
+    }
+
     /// The devices' state, for a snapshot.
     pub fn state(&self) -> MachineState {
         MachineState {
             com1: self.com1.state(),
+            pic: self.pic.state(),
+            pit: self.pit.state(),
+            rtc: self.rtc.state(),
+            now_ns: self.now_ns,
             post_code: self.post_code,
             acpi_pm: self.acpi_pm,
             power: self.power,
@@ -157,6 +300,15 @@ impl Machine {
     /// is unchanged.
     pub fn restore(&mut self, state: &MachineState) -> Result<(), MachineError> {
         self.com1.restore(&state.com1)?;
+        self.pic.restore(&state.pic);
+        self.pit.restore(&state.pit);
+        self.rtc.restore(&state.rtc);
+        self.now_ns = state.now_ns;
+        // The restored PIC already holds the line levels: the latches'
+        // changes while restoring are not new requests.
+        for (_, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc) {
+            latch.take_rising_edge();
+        }
         self.post_code = state.post_code;
         self.acpi_pm = state.acpi_pm;
         self.power = state.power;
@@ -213,12 +365,30 @@ impl Machine {
     /// them: low byte at the lowest port.
     fn io_in_byte(&mut self, port: u16) -> u8 {
         match port {
-            COM1_BASE..=COM1_LAST => self.com1.read((port - COM1_BASE) as u8),
+            COM1_BASE..=COM1_LAST => {
+                let value = self.com1.read((port - COM1_BASE) as u8);
+                self.forward_irqs();
+                value
+            }
             POST_CODE => 0xFF,
-            // Later work plugs in here: the 8259A PICs (0x20-0x21,
-            // 0xA0-0xA1), the 8254 PIT (0x40-0x43), the i8042 (0x60, 0x64),
-            // the CMOS RTC (0x70-0x71), ATA (0x1F0-0x1F7, 0x3F6) and the CGA
-            // CRT controller (0x3D4-0x3D5).
+            pic::MASTER_COMMAND | pic::MASTER_DATA => self
+                .pic
+                .read(Chip::Master, (port - pic::MASTER_COMMAND) as u8),
+            pic::SLAVE_COMMAND | pic::SLAVE_DATA => self
+                .pic
+                .read(Chip::Slave, (port - pic::SLAVE_COMMAND) as u8),
+            pic::ELCR_MASTER => self.pic.read_elcr(Chip::Master),
+            pic::ELCR_SLAVE => self.pic.read_elcr(Chip::Slave),
+            pit::CHANNEL0..=pit::CONTROL => self.pit.read(port),
+            pit::PORT_B => self.pit.read_port_b(),
+            rtc::INDEX_PORT | rtc::DATA_PORT => {
+                // Reading register C lowers IRQ 8.
+                let value = self.rtc.read(port);
+                self.forward_irqs();
+                value
+            }
+            // Later work plugs in here: the i8042 (0x60, 0x64), ATA
+            // (0x1F0-0x1F7, 0x3F6) and the CGA CRT controller (0x3D4-0x3D5).
             _ => {
                 self.note_unknown_port(port, "read");
                 0xFF
@@ -231,10 +401,28 @@ impl Machine {
         match port {
             COM1_BASE..=COM1_LAST => {
                 self.com1.write((port - COM1_BASE) as u8, value);
-                // IRQ 4 is now latched in `com1.irq()`; the PIC will read it
-                // from there once it exists.
+                self.forward_irqs();
             }
             POST_CODE => self.post_code.write(u32::from(value)),
+            pic::MASTER_COMMAND | pic::MASTER_DATA => {
+                self.pic
+                    .write(Chip::Master, (port - pic::MASTER_COMMAND) as u8, value)
+            }
+            pic::SLAVE_COMMAND | pic::SLAVE_DATA => {
+                self.pic
+                    .write(Chip::Slave, (port - pic::SLAVE_COMMAND) as u8, value)
+            }
+            pic::ELCR_MASTER => self.pic.write_elcr(Chip::Master, value),
+            pic::ELCR_SLAVE => self.pic.write_elcr(Chip::Slave, value),
+            pit::CHANNEL0..=pit::CONTROL => {
+                self.pit.write(port, value);
+                self.forward_irqs();
+            }
+            pit::PORT_B => self.pit.write_port_b(value),
+            rtc::INDEX_PORT | rtc::DATA_PORT => {
+                self.rtc.write(port, value);
+                self.forward_irqs();
+            }
             _ => self.note_unknown_port(port, "write"),
         }
     }
@@ -246,6 +434,31 @@ impl Machine {
             );
         }
     }
+}
+
+/// Carries one device's interrupt line to the PIC. A rise the PIC has not
+/// seen yet is given to it as a fresh edge even if the line has fallen
+/// again since (a timer's pulse), and the line then rests at the device's
+/// level.
+fn forward(pic: &mut Pic, irq: Irq, latch: &mut IrqLatch) {
+    if latch.take_rising_edge() {
+        pic.set_irq(irq, false);
+        pic.set_irq(irq, true);
+    }
+    pic.set_irq(irq, latch.level());
+}
+
+/// The ISA wiring of the PC: which device's latch drives which IRQ line.
+fn irq_wiring<'a>(
+    pit: &'a mut Pit8254,
+    com1: &'a mut Com1,
+    rtc: &'a mut CmosRtc,
+) -> [(Irq, &'a mut IrqLatch); 3] {
+    [
+        (Irq::PIT, pit.irq_mut()),
+        (Irq::COM1, com1.irq_mut()),
+        (Irq::RTC, rtc.irq_mut()),
+    ]
 }
 
 /// How many of `len` bytes starting at `addr` lie inside RAM of `ram_size`.
@@ -503,6 +716,195 @@ mod tests {
         assert_eq!(m.io_in(0x604, IoSize::Word), 0x0001);
         m.io_out(0x604, IoSize::Word, 0x2000);
         assert_eq!(m.exit_status(), Some(0));
+    }
+
+    /// The guest side of the PICs: Linux's `init_8259A` (bases 0x20/0x28)
+    /// through the machine's ports, then the masks.
+    fn init_pics(m: &mut Machine, master_mask: u8, slave_mask: u8) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0x21, master_mask),
+            (0xA1, slave_mask),
+        ] {
+            m.io_out(port, IoSize::Byte, u32::from(value));
+        }
+    }
+
+    /// Runs virtual time to `end_ns` in `step_ns` steps as the run loop
+    /// would, taking every interrupt and sending the EOIs a guest handler
+    /// sends (reading RTC register C first for IRQ 8). Returns the vectors.
+    fn run_guest(m: &mut Machine, end_ns: u64, step_ns: u64) -> Vec<u8> {
+        let mut vectors = Vec::new();
+        let mut t = m.now_ns();
+        while t < end_ns {
+            t = (t + step_ns).min(end_ns);
+            m.advance_to(t);
+            while m.interrupt_pending() {
+                let vector = m.acknowledge_interrupt().expect("INTR was asserted");
+                vectors.push(vector);
+                if vector == 0x28 {
+                    m.io_out(0x70, IoSize::Byte, 0x0C);
+                    m.io_in(0x71, IoSize::Byte);
+                    m.io_out(0xA0, IoSize::Byte, 0x20);
+                }
+                m.io_out(0x20, IoSize::Byte, 0x20);
+            }
+        }
+        vectors
+    }
+
+    #[test]
+    fn pit_ticks_reach_the_cpu_through_the_pic() {
+        let (mut m, _) = machine();
+        init_pics(&mut m, 0xFE, 0xFF);
+        // Linux's PIT setup for HZ=100: mode 2, LATCH = 11932.
+        m.io_out(0x43, IoSize::Byte, 0x34);
+        m.io_out(0x40, IoSize::Byte, 11932 & 0xFF);
+        m.io_out(0x40, IoSize::Byte, 11932 >> 8);
+        // The 100th tick is at 1.0000151 s.
+        let vectors = run_guest(&mut m, 1_000_100_000, 1_000_000);
+        assert_eq!(vectors.len(), 100);
+        assert!(vectors.iter().all(|&v| v == 0x20), "{vectors:x?}");
+    }
+
+    #[test]
+    fn masked_irq0_stays_silent_until_unmasked() {
+        let (mut m, _) = machine();
+        init_pics(&mut m, 0xFF, 0xFF);
+        m.advance_to(100_000_000);
+        assert!(!m.interrupt_pending());
+        assert_eq!(m.acknowledge_interrupt(), None);
+        // The request waits in IRR.
+        m.io_out(0x20, IoSize::Byte, 0x0A);
+        assert_eq!(m.io_in(0x20, IoSize::Byte) & 1, 1);
+        m.io_out(0x21, IoSize::Byte, 0xFE);
+        assert!(m.interrupt_pending());
+        assert_eq!(m.acknowledge_interrupt(), Some(0x20));
+    }
+
+    #[test]
+    fn bios_state_delivers_the_timer_at_vector_8() {
+        let (mut m, _) = machine();
+        assert!(
+            !m.interrupt_pending(),
+            "the power-on level is not a request"
+        );
+        // 65536 clocks of 1 193 182 Hz, rounded up to the next nanosecond.
+        assert_eq!(m.next_deadline(), Some(54_925_402));
+        let vectors = run_guest(&mut m, 1_000_000_000, 10_000_000);
+        assert_eq!(vectors, vec![0x08; 18]);
+    }
+
+    #[test]
+    fn com1_interrupt_reaches_the_pic_on_irq4() {
+        let (mut m, _) = machine();
+        init_pics(&mut m, 0xEF, 0xFF);
+        m.io_out(COM1_BASE + 1, IoSize::Byte, u32::from(serial::IER_RDA));
+        assert!(!m.interrupt_pending());
+        // Input queued by the run loop, with no port access since.
+        m.com1_mut().enqueue_input(b"x");
+        assert!(m.interrupt_pending());
+        assert_eq!(m.acknowledge_interrupt(), Some(0x24));
+        assert_eq!(m.io_in(COM1_BASE, IoSize::Byte), u32::from(b'x'));
+        m.io_out(0x20, IoSize::Byte, 0x20);
+        assert!(!m.interrupt_pending(), "the byte was read: the line fell");
+    }
+
+    #[test]
+    fn rtc_periodic_interrupt_arrives_on_irq8() {
+        let (mut m, _) = machine();
+        init_pics(&mut m, 0xFB, 0xFE);
+        // Silence the PIT (mode 0 control word, no count).
+        m.io_out(0x43, IoSize::Byte, 0x30);
+        // PIE, keeping 24-hour BCD; the rate stays 6 (1024 Hz).
+        m.io_out(0x70, IoSize::Byte, 0x0B);
+        m.io_out(0x71, IoSize::Byte, 0x42);
+        let mut vectors = Vec::new();
+        while let Some(t) = m.next_deadline().filter(|&t| t <= 100_000_000) {
+            let step = t - m.now_ns();
+            vectors.extend(run_guest(&mut m, t, step));
+        }
+        // 100 ms at 1024 Hz: 102 periods (the 103rd ends at 100.6 ms).
+        assert_eq!(vectors, vec![0x28; 102]);
+    }
+
+    #[test]
+    fn cmos_reports_memory_as_qemu_does() {
+        let ram = Ram::anonymous(128 << 20).unwrap();
+        let mut m = Machine::new(ram, Box::new(std::io::sink()));
+        let mut cmos = |i: u32| {
+            m.io_out(0x70, IoSize::Byte, i);
+            m.io_in(0x71, IoSize::Byte)
+        };
+        let sizes: Vec<u32> = [0x15, 0x16, 0x17, 0x18, 0x30, 0x31, 0x34, 0x35]
+            .into_iter()
+            .map(&mut cmos)
+            .collect();
+        assert_eq!(sizes, vec![0x80, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x07]);
+        // 2000-01-01, the default wall clock, in BCD.
+        assert_eq!(
+            [0x09, 0x08, 0x07, 0x32].map(&mut cmos),
+            [0x00, 0x01, 0x01, 0x20]
+        );
+        m.set_wall_clock(1_709_214_356);
+        m.io_out(0x70, IoSize::Byte, 0x09);
+        assert_eq!(m.io_in(0x71, IoSize::Byte), 0x24);
+    }
+
+    #[test]
+    fn timer_ports_are_routed() {
+        let (mut m, _) = machine();
+        // Read-back status of channel 0 as SeaBIOS left it.
+        m.io_out(0x43, IoSize::Byte, 0xE2);
+        assert_eq!(m.io_in(0x40, IoSize::Byte) & 0x7F, 0x34);
+        assert_eq!(m.io_in(0x43, IoSize::Byte), 0);
+        m.io_out(0x61, IoSize::Byte, 0x03);
+        assert_eq!(m.io_in(0x61, IoSize::Byte) & 0x03, 0x03);
+        assert_eq!(m.io_in(0x70, IoSize::Byte), 0xFF);
+        m.io_out(0x4D1, IoSize::Byte, 0xFF);
+        assert_eq!(m.io_in(0x4D0, IoSize::Word), 0xDE00);
+        assert!(m.unknown_ports.is_empty(), "{:?}", m.unknown_ports);
+    }
+
+    #[test]
+    fn time_never_goes_back() {
+        let (mut m, _) = machine();
+        m.advance_to(5_000_000);
+        m.advance_to(1_000_000);
+        assert_eq!(m.now_ns(), 5_000_000);
+        assert_eq!(m.pit().now(), 5_000_000);
+    }
+
+    #[test]
+    fn snapshot_keeps_timers_and_pending_interrupts() {
+        let (mut m, _) = machine();
+        init_pics(&mut m, 0xFE, 0xFF);
+        m.io_out(0x43, IoSize::Byte, 0x34);
+        m.io_out(0x40, IoSize::Byte, 0x9C);
+        m.io_out(0x40, IoSize::Byte, 0x2E);
+        m.advance_to(15_000_000);
+        assert!(m.interrupt_pending());
+        let state = m.state();
+
+        let (mut other, _) = machine();
+        other.restore(&state).unwrap();
+        assert_eq!(other.state(), state);
+        assert_eq!(other.next_deadline(), m.next_deadline());
+        assert_eq!(other.acknowledge_interrupt(), Some(0x20));
+        assert_eq!(
+            other.acknowledge_interrupt(),
+            None,
+            "restoring made no extra request"
+        );
+        other.io_out(0x20, IoSize::Byte, 0x20);
+        assert_eq!(run_guest(&mut other, 1_000_100_000, 1_000_000).len(), 99);
     }
 
     #[test]

@@ -26,7 +26,12 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 use crate::addrspace::AddressSpace;
 use crate::ldt::{self, Ldt};
+use crate::timer::{self, HostTimer};
 use crate::{signals, switch, NativeError};
+
+/// The longest `hlt` sleep before the run loop looks at the clock again
+/// (so that a --timeout deadline is noticed).
+const MAX_HALT_SLEEP_NS: u64 = 50_000_000;
 
 /// Only one VM can own the low 4 GiB of a process at a time.
 static VM_EXISTS: AtomicBool = AtomicBool::new(false);
@@ -86,6 +91,10 @@ pub struct RunStats {
     pub emulated_accesses: u64,
     /// Writes that hit a write-protected code page.
     pub smc_faults: u64,
+    /// Hardware interrupts delivered, and times `hlt` slept until a device
+    /// event.
+    pub interrupts: u64,
+    pub halt_sleeps: u64,
     /// Guest pages write-protected because they hold translated code.
     pub protected_pages: u64,
     /// `modify_ldt` calls made to update shadow segments.
@@ -110,6 +119,15 @@ pub struct Vm {
     /// not protect its page (after a write to a code page).
     step_once: Option<u32>,
     deadline: Option<Instant>,
+    /// When the VM started: virtual time 0 for the devices.
+    started: Instant,
+    /// The host timer for asynchronous exits, and the device deadline it is
+    /// armed for.
+    timer: HostTimer,
+    armed_for: Option<u64>,
+    /// Set by `sti` (and iret/popf) enabling interrupts: one more
+    /// instruction runs before an interrupt is taken.
+    interrupt_shadow: bool,
 }
 
 /// Reads guest code for the translator: paging is off, so linear =
@@ -163,6 +181,7 @@ impl Vm {
         // The signal trampoline needs this thread's FS base before it may
         // run any Rust code.
         switch::record_host_fs_base();
+        let timer = HostTimer::new()?;
         Ok(Vm {
             space,
             ldt,
@@ -176,6 +195,10 @@ impl Vm {
             shadow_generation: None,
             step_once: None,
             deadline: None,
+            started: Instant::now(),
+            timer,
+            armed_for: None,
+            interrupt_shadow: false,
         })
     }
 
@@ -245,9 +268,6 @@ impl Vm {
             if let Some(status) = self.machine.power().exit_status() {
                 return Ok(Exit::GuestExit(status));
             }
-            if self.cpu.halted {
-                return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: self.cpu.interrupts_enabled() });
-            }
             if let Some(deadline) = self.deadline {
                 if Instant::now() >= deadline {
                     return Ok(Exit::Timeout);
@@ -259,17 +279,87 @@ impl Vm {
                 }
             }
             trips += 1;
+            // Devices catch up with time, and a pending interrupt is taken
+            // here, between translation units, when the guest allows it
+            // (brief §4.7).
+            let now = self.now_ns();
+            self.machine.advance_to(now);
+            if let Some(exit) = self.take_interrupt()? {
+                return Ok(exit);
+            }
+            if self.cpu.halted {
+                if !self.cpu.interrupts_enabled() {
+                    return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: false });
+                }
+                match self.machine.next_deadline() {
+                    // hlt: sleep until the next device event, using no CPU.
+                    Some(at) => {
+                        self.stats.halt_sleeps += 1;
+                        let wait = at.saturating_sub(now).min(MAX_HALT_SLEEP_NS);
+                        std::thread::sleep(std::time::Duration::from_nanos(wait));
+                        continue;
+                    }
+                    None => return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: true }),
+                }
+            }
             // EFLAGS.TF: a #DB trap after every guest instruction, so run
             // one instruction per unit and come back (SDM Vol. 3A §17.3.1.4).
             let trap_flag = self.cpu.eflags & flags::TF != 0;
             let step_once = self.step_once.take() == Some(self.cpu.eip);
             let mode = self.mode(trap_flag || step_once);
             let unit = self.unit_for(self.cpu.eip, mode, !step_once)?;
+            self.arm_timer(now);
             self.enter(unit)?;
             if let Some(exit) = self.handle_exit(trap_flag)? {
                 return Ok(exit);
             }
         }
+    }
+
+    /// Nanoseconds of virtual time since the VM started: the devices' clock.
+    /// It follows the host's monotonic clock, as QEMU's virtual clock does.
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Delivers the PIC's pending interrupt if EFLAGS.IF allows it and no
+    /// interrupt shadow (the instruction after `sti`) is in force.
+    fn take_interrupt(&mut self) -> Result<Option<Exit>, NativeError> {
+        if self.interrupt_shadow {
+            // The instruction after sti runs before any interrupt (SDM
+            // Vol. 2B STI): run it alone, then look again.
+            self.interrupt_shadow = false;
+            self.step_once = Some(self.cpu.eip);
+            return Ok(None);
+        }
+        if !self.cpu.interrupts_enabled() || !self.machine.interrupt_pending() {
+            return Ok(None);
+        }
+        let Some(vector) = self.machine.acknowledge_interrupt() else { return Ok(None) };
+        self.stats.interrupts += 1;
+        if self.log.int {
+            let text = format!("int: hardware interrupt vector {vector:#04x} at eip {:#010x}", self.cpu.eip);
+            self.log_line(&text);
+        }
+        self.cpu.halted = false;
+        match deliver_interrupt(&mut self.cpu, &mut self.machine, Vector(vector), Source::External) {
+            Ok(()) => Ok(None),
+            Err(exception) => self.deliver(exception),
+        }
+    }
+
+    /// Arms the host timer for the next device deadline, so that a guest
+    /// spinning in chained code still comes back for its interrupt.
+    fn arm_timer(&mut self, now: u64) {
+        let next = self.machine.next_deadline();
+        if next == self.armed_for && next.is_none_or(|at| at > now) {
+            return;
+        }
+        match next {
+            Some(at) => self.timer.arm_in(at.saturating_sub(now).max(1_000)),
+            None => self.timer.disarm(),
+        }
+        self.armed_for = next;
     }
 
     /// Finds or translates the unit for `eip` in `mode`; write-protects the
@@ -368,11 +458,15 @@ impl Vm {
         self.space.vcpu_write(vcpu::GPR, &regs);
         self.space.vcpu_write(vcpu::ENTRY_TARGET, &target.to_le_bytes());
         self.stats.entries += 1;
+        signals::ASYNC_TC.store(&mut self.tc as *mut TranslationCache, Ordering::SeqCst);
+        timer::IN_GUEST.store(true, Ordering::SeqCst);
         // SAFETY: the VCPU page is set up (far pointers, shadow selectors
         // synced above, entry target inside the TC), the landing pad was
         // copied at construction, and the fault handlers and this thread's
         // alternate stack are installed.
         unsafe { switch::bt86_world_enter(u64::from(MONITOR_BASE)) };
+        timer::IN_GUEST.store(false, Ordering::SeqCst);
+        signals::ASYNC_TC.store(std::ptr::null_mut(), Ordering::SeqCst);
         for i in 0..8 {
             self.cpu.gpr[i] = self.space.vcpu_read(vcpu::GPR + 4 * i as u32);
         }
@@ -392,6 +486,19 @@ impl Vm {
         self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
         let result = match id {
             ExitId::FAULT => self.host_fault(trap_flag),
+            ExitId::ASYNC => {
+                // The host timer stopped the guest at an instruction
+                // boundary; the loop takes the interrupt.
+                self.count_exit("timer");
+                let rip = self.space.vcpu_read_u64(vcpu::FAULT_RIP) as u32;
+                match self.tc.boundary_at(rip) {
+                    Some(eip) => {
+                        self.cpu.eip = eip;
+                        Ok(None)
+                    }
+                    None => Err(NativeError::Internal(format!("timer exit at {rip:#x}, which is no instruction boundary"))),
+                }
+            }
             ExitId::INDIRECT_MISS => {
                 self.count_exit("indirect-miss");
                 self.stats.ib_misses += 1;
@@ -465,8 +572,10 @@ impl Vm {
                         self.log_line(&text);
                     }
                 }
-                if effect == bt86_cpu::exec::Effect::Halt {
-                    self.cpu.halted = true;
+                match effect {
+                    bt86_cpu::exec::Effect::Halt => self.cpu.halted = true,
+                    bt86_cpu::exec::Effect::InterruptsEnabled => self.interrupt_shadow = true,
+                    _ => {}
                 }
                 if software_int {
                     // INT n clears TF for the handler; no single-step trap

@@ -7,7 +7,11 @@
 //! resumed exactly. Devices never touch host memory, guest RAM or the CPU;
 //! `Machine` routes port accesses to them.
 
+pub mod pic;
+pub mod pit;
+pub mod rtc;
 pub mod serial;
+pub mod time;
 
 /// One interrupt request line from a device to an interrupt controller.
 ///
@@ -29,9 +33,14 @@ impl IrqLine for NoIrq {
 
 /// A line that remembers its level, for the machine to read after each
 /// device access and forward to the PIC, and for tests to observe.
+///
+/// It also remembers whether the line rose since the machine last looked,
+/// because a timer may pulse its line (raise and lower it within one call)
+/// and an edge-triggered PIC input must still see that edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqLatch {
     level: bool,
+    rose: bool,
 }
 
 impl IrqLatch {
@@ -39,10 +48,19 @@ impl IrqLatch {
     pub fn level(&self) -> bool {
         self.level
     }
+
+    /// Whether the line went from low to high since the last call; the
+    /// answer is forgotten once given.
+    pub fn take_rising_edge(&mut self) -> bool {
+        std::mem::take(&mut self.rose)
+    }
 }
 
 impl IrqLine for IrqLatch {
     fn set(&mut self, level: bool) {
+        if level && !self.level {
+            self.rose = true;
+        }
         self.level = level;
     }
 }
