@@ -236,7 +236,7 @@ fn run(args: RunArgs) -> i32 {
         }
     };
     if args.stats {
-        eprint!("{}", bt86::stats::format(&vm.translation_cache().stats, &vm.stats));
+        eprint!("{}", bt86::stats::format(&vm.translation_cache().stats, &vm.stats, &vm.cpu.stats));
     }
     code
 }

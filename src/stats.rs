@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 
+use bt86_cpu::ExecStats;
 use bt86_native::RunStats;
 use bt86_translate::TranslationStats;
 
 /// Renders the counters as aligned "name  value" rows under headings.
-pub fn format(tc: &TranslationStats, run: &RunStats) -> String {
+pub fn format(tc: &TranslationStats, run: &RunStats, cpu: &ExecStats) -> String {
     let mut rows: Vec<(String, String)> = Vec::new();
     let section = |title: &str, rows: &mut Vec<(String, String)>| rows.push((format!("[{title}]"), String::new()));
     let row = |rows: &mut Vec<(String, String)>, name: &str, value: u64| rows.push((format!("  {name}"), value.to_string()));
@@ -50,6 +51,12 @@ pub fn format(tc: &TranslationStats, run: &RunStats) -> String {
     }
     row(&mut rows, "software interrupts (int n)", run.software_interrupts);
     row(&mut rows, "hardware interrupts delivered", run.interrupts);
+    row(&mut rows, "privilege-level changes", cpu.privilege_changes);
+    // The classic example of an instruction trap-and-emulate cannot catch:
+    // at CPL > 0, popf changes neither IF nor IOPL and raises nothing.
+    row(&mut rows, "popf at CPL > 0", cpu.popf_above_cpl0);
+    row(&mut rows, "  IF change silently ignored", cpu.popf_if_ignored);
+    row(&mut rows, "  IOPL change silently ignored", cpu.popf_iopl_ignored);
     row(&mut rows, "hlt sleeps until a device event", run.halt_sleeps);
     row(&mut rows, "emulated accesses after a host fault", run.emulated_accesses);
     row(&mut rows, "self-modifying-code faults", run.smc_faults);
