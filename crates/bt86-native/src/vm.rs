@@ -263,6 +263,15 @@ impl Vm {
     }
 
     fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
+        let result = self.run_trips(limit);
+        // Nothing may interrupt the monitor, or a direct call, once the run
+        // is over.
+        self.timer.disarm();
+        self.armed_for = None;
+        result
+    }
+
+    fn run_trips(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
         let mut trips = 0u64;
         loop {
             if let Some(status) = self.machine.power().exit_status() {
