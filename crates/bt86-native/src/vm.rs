@@ -311,6 +311,15 @@ impl Vm {
                     None => return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: true }),
                 }
             }
+            // Units are keyed by EIP and fetched at linear address EIP: the
+            // code segment must be based at 0, as in every flat-model kernel.
+            let cs_base = self.cpu.segment(SegReg::Cs).base;
+            if cs_base != 0 {
+                return Ok(Exit::Unsupported(format!(
+                    "the guest runs code in a segment based at {cs_base:#x} (CS = {}); bt86 translates only code segments based at 0",
+                    self.cpu.segment(SegReg::Cs).selector
+                )));
+            }
             // EFLAGS.TF: a #DB trap after every guest instruction, so run
             // one instruction per unit and come back (SDM Vol. 3A §17.3.1.4).
             let trap_flag = self.cpu.eflags & flags::TF != 0;
