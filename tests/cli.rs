@@ -607,7 +607,7 @@ fn qemu_spellings_work() {
     );
     let end = upper_memory_end(&run.stdout).expect("the demo prints its memory map");
     assert!(
-        end < 64 << 20 && end >= 63 << 20,
+        (63 << 20..64 << 20).contains(&end),
         "-m 64 gave memory up to {end:#x}: {}",
         run.describe()
     );
@@ -647,7 +647,7 @@ fn memory_size_spellings_agree() {
     }
     let first = ends[0].1;
     assert!(
-        first.is_some_and(|e| e < 48 << 20 && e >= 47 << 20),
+        first.is_some_and(|e| (47 << 20..48 << 20).contains(&e)),
         "{ends:?}"
     );
     assert!(ends.iter().all(|(_, e)| *e == first), "{ends:?}");

@@ -16,9 +16,8 @@
 //! told apart from a broken monitor. Every test is skipped, with a
 //! message, when qemu-system-i386 is not installed.
 //!
-//! The comparisons with bt86 are marked `#[ignore]` until the monitor runs
-//! code at ring 3 and has a PIC, a PIT and an RTC; run them with
-//! `cargo test --test guests_rings -- --include-ignored`.
+//! The timer guests wait for real time (`spin` for five seconds), so these
+//! tests take a few seconds each under both machines.
 
 mod common;
 
@@ -50,31 +49,26 @@ fn compare_with_qemu(name: &str, args: &[&str]) {
 }
 
 #[test]
-#[ignore = "needs ring 3 and privilege transitions in bt86 (issue 3)"]
 fn rings_matches_qemu() {
     compare_with_qemu("rings", &[]);
 }
 
 #[test]
-#[ignore = "needs ring 3 and privilege transitions in bt86 (issue 3)"]
 fn rings_without_call_gates_matches_qemu() {
     compare_with_qemu("rings", &["-append", "callgate=0"]);
 }
 
 #[test]
-#[ignore = "needs the PIC, PIT and RTC in bt86 (issue 3)"]
 fn timer_matches_qemu() {
     compare_with_qemu("timer", &[]);
 }
 
 #[test]
-#[ignore = "needs ring 3, sysenter and the PIT in bt86 (issue 3)"]
 fn multitask_matches_qemu() {
     compare_with_qemu("multitask", &[]);
 }
 
 #[test]
-#[ignore = "needs the PIT and asynchronous interrupt delivery in bt86 (issue 3)"]
 fn spin_matches_qemu() {
     compare_with_qemu("spin", &[]);
 }

@@ -124,10 +124,10 @@ fn timer_signal(gregs: &mut [libc::greg_t; 23], rip: u64, cs: u64) {
         return;
     }
     let tc = ASYNC_TC.load(Ordering::SeqCst);
-    // SAFETY: ASYNC_TC points at the VM's translation cache while IN_GUEST
-    // is set, and the monitor does not modify the cache while the CPU runs
-    // guest code; `boundary_at` only reads it.
     let boundary = if cs == u64::from(CODE_SELECTOR) && !tc.is_null() && rip < 1 << 32 {
+        // SAFETY: ASYNC_TC points at the VM's translation cache while
+        // IN_GUEST is set, and the monitor does not modify the cache while
+        // the CPU runs guest code; `boundary_at` only reads it.
         unsafe { (*tc).boundary_at(rip as u32) }
     } else {
         None
