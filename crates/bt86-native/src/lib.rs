@@ -16,6 +16,7 @@ pub mod addrspace;
 pub mod direct;
 pub mod ldt;
 pub mod measure;
+pub mod measure_host;
 pub mod signals;
 pub mod switch;
 pub mod timer;

@@ -311,6 +311,14 @@ impl Vm {
                     None => return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: true }),
                 }
             }
+            // Shadow page tables are not built yet: running with paging on
+            // natively would use the wrong mappings, so stop plainly.
+            if self.cpu.cr0 & cr::CR0_PG != 0 {
+                return Ok(Exit::Unsupported(format!(
+                    "the guest turned paging on (CR0 = {:#010x}) at EIP {:#010x}; shadow page tables are not built yet",
+                    self.cpu.cr0, self.cpu.eip
+                )));
+            }
             // Units are keyed by EIP and fetched at linear address EIP: the
             // code segment must be based at 0, as in every flat-model kernel.
             let cs_base = self.cpu.segment(SegReg::Cs).base;
