@@ -543,7 +543,7 @@ impl Vm {
                         self.cpu.eip = target;
                         if !trap_flag {
                             let generation = self.tc.generation();
-                            let to = self.unit_for(target, self.tc.unit(rec.unit).mode, true)?;
+                            let to = self.unit_for(target, self.mode(false), true)?;
                             if self.tc.generation() == generation {
                                 self.tc.chain(&mut self.space.monitor(), id, to);
                             }
