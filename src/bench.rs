@@ -18,8 +18,16 @@
 //!    `out 0x80, al` exits to the monitor once per iteration; the reference
 //!    is a round trip through the world switch that does nothing at all
 //!    (`Vm::time_world_switches`).
+//! 4. **Rings and interrupts (issue 3).** A ring-3 loop of `int 0x80` or
+//!    `sysenter` whose ring-0 handler returns at once, timed per round trip
+//!    against the issue's 1.5 us budget, the host's own system call and
+//!    QEMU running the same machine code; the delay from a PIT deadline to
+//!    the guest's timer handler, under bt86 and QEMU; and the multitask
+//!    guest run end to end by `bt86 run` and by QEMU. The guest of the
+//!    first two is built by [`ring_guest`], and QEMU and `bt86 run` are
+//!    timed as processes by [`external`].
 //!
-//! `bt86 bench` runs all three with [`run_all`] and prints [`format_table`];
+//! `bt86 bench` runs them all with [`run_all`] and prints [`format_table`];
 //! the criterion benches in `benches/` call the same pieces. This module
 //! only drives the public APIs of bt86-native and bt86-translate: it holds
 //! no VMM logic and never asserts a timing, because timings belong to the
@@ -36,6 +44,11 @@ use bt86_translate::{BufferMemory, CodeSource, Mode, TranslationCache};
 
 use crate::{Exit, RunConfig, Vm};
 
+pub mod external;
+pub mod ring_guest;
+
+use ring_guest::{Entry, Finish, RingGuest};
+
 /// The compute guest, as the build script built it.
 pub const COMPUTE_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/compute.elf"));
 
@@ -50,6 +63,9 @@ pub const GUEST_IMAGES: &[(&str, &[u8])] = &[
     ("compute", COMPUTE_GUEST),
     ("hostile", include_bytes!(concat!(env!("OUT_DIR"), "/guests/hostile.elf"))),
 ];
+
+/// The multitask guest of issue 3, as the build script built it.
+pub const MULTITASK_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guests/multitask.elf"));
 
 /// The translation benchmark's budget: five million guest instructions
 /// translated per second, i.e. 200 ns per instruction.
@@ -79,6 +95,14 @@ pub enum BenchError {
     NativeFault { what: String, trapno: u32, eip: u32 },
     #[error("{what} returned {translated:#010x} translated but {native:#010x} natively: the translation is wrong; run `cargo test -p bt86-native` to narrow it down")]
     Mismatch { what: String, translated: u32, native: u32 },
+    #[error("the ring benchmark guest ({what}) ended with {exit:?} instead of halting at {finished:#010x}{hint}; rerun with `Vm::set_log` and `-d int` flags to see the exceptions")]
+    RingGuest { what: String, exit: Exit, finished: u32, hint: &'static str },
+    #[error("cannot start `{what}`: {source}")]
+    Spawn { what: String, source: std::io::Error },
+    #[error("`{what}` {problem}")]
+    External { what: String, problem: String },
+    #[error("the timer samples cannot be analysed: {0}")]
+    Timer(String),
 }
 
 /// The compute kernels of `guests/kernels.c`, each `uint32_t f(uint32_t n)`.
@@ -198,6 +222,8 @@ pub struct BenchVm {
     stub: u32,
     callout_loop: u32,
     stack_top: u32,
+    /// The ring benchmark guest, 128 KiB above the stubs.
+    ring: RingGuest,
 }
 
 /// The value the callout loop writes to port 0x80 (its AL).
@@ -248,7 +274,8 @@ impl BenchVm {
         let stub = base;
         let callout_loop = base + 0x10;
         let stack_top = base + 0x10000;
-        let mut bench = BenchVm { vm, kernels, stub, callout_loop, stack_top };
+        let ring = RingGuest::build(base + 0x20000, Finish::Halt);
+        let mut bench = BenchVm { vm, kernels, stub, callout_loop, stack_top, ring };
         bench.vm.machine.write_phys(GuestPhysAddr(stub), &[0xF4]);
         bench.vm.machine.write_phys(GuestPhysAddr(callout_loop), &CALLOUT_LOOP);
         Ok(bench)
@@ -335,6 +362,83 @@ impl BenchVm {
     /// `count` bare round trips through the world switch; the total time.
     pub fn world_switches(&mut self, count: u32) -> Result<Duration, BenchError> {
         Ok(self.vm.time_world_switches(count)?)
+    }
+
+    /// Runs the ring guest from `entry`: its stub loads the GDT, IDT and
+    /// TSS, sets the SYSENTER MSRs and irets to ring 3, which runs
+    /// `iterations` system calls or takes one timer interrupt per entry of
+    /// `schedule`, then ends with `int 0x81`. The tables and data are
+    /// written afresh each time (a loaded TSS is marked busy, and `ltr`
+    /// of a busy TSS faults); the code bytes never change, so their
+    /// translations stay in the cache from one run to the next.
+    fn run_ring_guest(&mut self, entry: Entry, iterations: u32, schedule: &[u16]) -> Result<(), BenchError> {
+        let image = self.ring.image(iterations, schedule);
+        self.vm.machine.write_phys(GuestPhysAddr(self.ring.base), &image);
+        // The stub expects what a Multiboot loader leaves: CPL 0 with
+        // interrupts off. Every run ends that way, in the finish handler.
+        self.vm.cpu.eflags &= !bt86_cpu::state::flags::IF;
+        self.vm.cpu.halted = false;
+        self.vm.cpu.eip = self.ring.entry(entry);
+        let exit = self.vm.run()?;
+        match exit {
+            Exit::Halted { eip, .. } if eip == self.ring.finished_eip => Ok(()),
+            exit => Err(BenchError::RingGuest {
+                what: format!("{entry:?}"),
+                hint: if exit == (Exit::Halted { eip: self.ring.faulted_eip, interrupts_enabled: false }) {
+                    " (an exception reached its kernel)"
+                } else {
+                    ""
+                },
+                exit,
+                finished: self.ring.finished_eip,
+            }),
+        }
+    }
+
+    /// Runs `count` system call round trips (`count` >= 1) from ring 3:
+    /// `int 0x80` to a DPL-3 trap gate whose handler is `iret`, or
+    /// `sysenter` to a handler that is `sysexit`. Each round trip is two
+    /// privilege changes in `vm.cpu.stats`; the run adds two more (the
+    /// stub's iret to ring 3 and the final `int 0x81`).
+    pub fn run_system_calls(&mut self, call: SystemCall, count: u32) -> Result<(), BenchError> {
+        self.run_ring_guest(call.entry(), count.max(1), &[])
+    }
+
+    /// Takes one timer interrupt per entry of `schedule` (a PIT count, at
+    /// most [`ring_guest::MAX_SAMPLES`] entries) while ring 3 spins in
+    /// `jmp $`, and returns the samples: the guest TSC ticks from arming
+    /// the PIT in mode 0 to the first instruction of the IRQ 0 handler.
+    pub fn run_timer(&mut self, schedule: &[u16]) -> Result<Vec<u32>, BenchError> {
+        let schedule = &schedule[..schedule.len().min(ring_guest::MAX_SAMPLES)];
+        self.run_ring_guest(Entry::Timer, 1, schedule)?;
+        let mut raw = vec![0u8; 4 * schedule.len()];
+        self.vm.machine.read_phys(GuestPhysAddr(self.ring.samples_address()), &mut raw);
+        Ok(raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+/// The two ways the ring guest makes a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemCall {
+    /// `int 0x80` through a DPL-3 trap gate, back with `iret`.
+    Int80,
+    /// `sysenter` to IA32_SYSENTER_EIP, back with `sysexit`.
+    Sysenter,
+}
+
+impl SystemCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemCall::Int80 => "int 0x80 + iret",
+            SystemCall::Sysenter => "sysenter + sysexit",
+        }
+    }
+
+    fn entry(self) -> Entry {
+        match self {
+            SystemCall::Int80 => Entry::Int80,
+            SystemCall::Sysenter => Entry::Sysenter,
+        }
     }
 }
 
@@ -457,7 +561,8 @@ pub struct Measurement {
     pub reference: Duration,
     /// What the reference is: "native", "world switch", "budget".
     pub reference_name: &'static str,
-    /// The largest acceptable `bt86 / reference`.
+    /// The largest acceptable `bt86 / reference`; infinite for a row that
+    /// is reported without a target.
     pub limit: f64,
     /// The target as the issue states it.
     pub target: &'static str,
@@ -479,6 +584,25 @@ impl Measurement {
     pub fn met(&self) -> bool {
         self.ratio() <= self.limit
     }
+
+    /// A row whose reference could not be measured (QEMU is missing): it
+    /// has no reference and no target, and its note says why.
+    pub fn skipped(&self) -> bool {
+        self.reference.is_zero() && !self.limit.is_finite()
+    }
+
+    /// The text of the result column.
+    fn verdict(&self) -> &'static str {
+        if self.skipped() {
+            "skipped"
+        } else if !self.limit.is_finite() {
+            "reported"
+        } else if self.met() {
+            "met"
+        } else {
+            "not met"
+        }
+    }
 }
 
 /// How much work [`run_all`] does.
@@ -491,11 +615,17 @@ pub struct BenchOptions {
     pub repeats: u32,
     /// Multiplies the kernels' sizes and the loop counts (1.0 by default).
     pub scale: f64,
+    /// `qemu-system-i386`, for the rows that compare with QEMU; `None`
+    /// skips those comparisons ([`external::find_qemu`] finds it).
+    pub qemu: Option<PathBuf>,
+    /// The `bt86` command whose `bt86 run` is timed on the multitask
+    /// guest; `None` skips that row.
+    pub bt86_command: Option<PathBuf>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { compute_guest: None, repeats: 5, scale: 1.0 }
+        BenchOptions { compute_guest: None, repeats: 5, scale: 1.0, qemu: None, bt86_command: None }
     }
 }
 
@@ -522,6 +652,47 @@ impl BenchOptions {
     pub fn callouts(&self) -> u32 {
         self.scaled(200_000, 1000)
     }
+
+    /// System call round trips per timed run under bt86.
+    pub fn system_calls(&self) -> u32 {
+        self.scaled(200_000, 1000)
+    }
+
+    /// System call round trips N of the smaller QEMU run (the larger one
+    /// makes 10 N): enough that 9 N round trips take about a second under
+    /// QEMU, well above the jitter of its boot.
+    pub fn qemu_system_calls(&self) -> u32 {
+        self.scaled(300_000, 1000)
+    }
+
+    /// Runs of each process-level measurement (QEMU, `bt86 run`): at most
+    /// three, because each one boots a machine.
+    fn process_repeats(&self) -> u32 {
+        self.repeats.clamp(1, 3)
+    }
+}
+
+/// The median of `values` (the lower middle one for an even count);
+/// None when there are none.
+fn median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len().saturating_sub(1) / 2).copied()
+}
+
+/// Times `f` `repeats` times and returns the median time with the value
+/// of the last run. The issue-3 rows report medians: a system call or an
+/// interrupt is short and frequent, and a typical run says more about it
+/// than the luckiest one.
+fn median_of<T>(repeats: u32, mut f: impl FnMut() -> Result<T, BenchError>) -> Result<(Duration, T), BenchError> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..repeats.max(1) {
+        let t0 = Instant::now();
+        last = Some(f()?);
+        times.push(t0.elapsed());
+    }
+    Ok((median(&times).expect("at least one repetition ran"), last.expect("at least one repetition ran")))
 }
 
 /// Times `f` `repeats` times and returns the fastest run.
@@ -531,7 +702,7 @@ fn best_of<T>(repeats: u32, mut f: impl FnMut() -> Result<T, BenchError>) -> Res
         let t0 = Instant::now();
         let value = f()?;
         let elapsed = t0.elapsed();
-        if best.as_ref().map_or(true, |(b, _)| elapsed < *b) {
+        if best.as_ref().is_none_or(|(b, _)| elapsed < *b) {
             best = Some((elapsed, value));
         }
     }
@@ -603,7 +774,7 @@ pub fn measure_translation(guests: &[GuestCode], repeats: u32) -> Result<Measure
         let t0 = Instant::now();
         let insns = translate_all(guests, &mut tc, &mut mem);
         let elapsed = t0.elapsed();
-        if best.map_or(true, |(b, _, _)| elapsed < b) {
+        if best.is_none_or(|(b, _, _)| elapsed < b) {
             best = Some((elapsed, insns, tc.stats.units));
         }
     }
@@ -627,6 +798,299 @@ pub fn measure_translation(guests: &[GuestCode], repeats: u32) -> Result<Measure
     })
 }
 
+/// The issue-3 budget for one system call round trip under bt86.
+pub const SYSCALL_BUDGET: Duration = Duration::from_nanos(1500);
+
+/// The 8254's input clock in Hz, the same on every PC.
+pub const PIT_HZ: f64 = 1_193_182.0;
+
+/// The PIT counts of the timer benchmark: a short interval of 1 ms, whose
+/// samples give the latency, and a long one of 25 ms, which calibrates the
+/// guest's TSC against the PIT (see [`timer_latency`]).
+pub const TIMER_SHORT: u16 = 1193;
+pub const TIMER_LONG: u16 = 29830;
+/// Samples at the start of a run that are not analysed: the first ones
+/// pay for translating the handler, and the BIOS's periodic IRQ 0 may
+/// still be pending when the guest unmasks it.
+pub const TIMER_WARMUP: usize = 4;
+
+/// The PIT count of each timer sample: the warm-up, then four rounds of
+/// one long interval and twelve short ones, so that slow drifts of the
+/// host touch both kinds alike.
+pub fn timer_schedule() -> Vec<u16> {
+    let mut s = vec![TIMER_SHORT; TIMER_WARMUP];
+    for _ in 0..4 {
+        s.push(TIMER_LONG);
+        s.extend([TIMER_SHORT; 12]);
+    }
+    s
+}
+
+/// What the timer samples of one run say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimerLatency {
+    /// The median delay from the PIT's terminal count to the handler's
+    /// first instruction, over the short samples.
+    pub median: Duration,
+    /// The largest of those delays.
+    pub max: Duration,
+    /// The guest TSC's rate, as measured against the PIT.
+    pub tsc_hz: f64,
+}
+
+/// Turns the samples of [`BenchVm::run_timer`] (or of the same guest under
+/// QEMU) into latencies.
+///
+/// Each sample is `T = d + c * s`, in guest TSC ticks: `c` the PIT count,
+/// `s` the TSC ticks per PIT tick, `d` the delay we want (plus the few
+/// instructions between arming the PIT and reading the TSC, the same in
+/// every sample). The guest does not know its TSC rate, so `s` comes from
+/// the samples: `s = (median(T_long) - median(T_short)) / (long - short)`,
+/// in which the delays cancel; then every short sample gives
+/// `d = T - short * s`, and `s * PIT_HZ` converts ticks to seconds. The
+/// method works the same under bt86 (host TSC plus an offset) and QEMU.
+pub fn timer_latency(samples: &[u32], schedule: &[u16]) -> Result<TimerLatency, BenchError> {
+    if samples.len() != schedule.len() || samples.len() <= TIMER_WARMUP {
+        return Err(BenchError::Timer(format!("{} samples for a schedule of {}", samples.len(), schedule.len())));
+    }
+    let pick = |count: u16| -> Vec<f64> {
+        samples.iter().zip(schedule).skip(TIMER_WARMUP).filter(|&(_, &c)| c == count).map(|(&t, _)| f64::from(t)).collect()
+    };
+    let (short, long) = (pick(TIMER_SHORT), pick(TIMER_LONG));
+    let (Some(m_short), Some(m_long)) = (median(&short), median(&long)) else {
+        return Err(BenchError::Timer("the schedule needs both short and long intervals after the warm-up".to_string()));
+    };
+    let per_pit_tick = (m_long - m_short) / f64::from(TIMER_LONG - TIMER_SHORT);
+    if per_pit_tick.is_nan() || per_pit_tick <= 0.0 {
+        return Err(BenchError::Timer(format!(
+            "the long intervals ({m_long} TSC ticks) did not take longer than the short ones ({m_short}): the guest's TSC or PIT is not running"
+        )));
+    }
+    let tsc_hz = per_pit_tick * PIT_HZ;
+    let delays: Vec<f64> = short.iter().map(|t| (t - f64::from(TIMER_SHORT) * per_pit_tick) / tsc_hz).collect();
+    // Noise in the calibration can make a delay come out a little below
+    // zero; report those as zero rather than as a negative time.
+    let secs = |d: f64| Duration::from_secs_f64(d.max(0.0));
+    let median_delay = median(&delays).expect("short samples exist");
+    let max_delay = delays.iter().copied().fold(f64::MIN, f64::max);
+    Ok(TimerLatency { median: secs(median_delay), max: secs(max_delay), tsc_hz })
+}
+
+/// A row for a comparison with QEMU that could not be made.
+fn skipped_row(name: String, bt86: Duration, reference_name: &'static str, why: &str) -> Measurement {
+    Measurement {
+        name,
+        bt86,
+        reference: Duration::ZERO,
+        reference_name,
+        limit: f64::INFINITY,
+        target: "",
+        note: format!("skipped: {why}"),
+    }
+}
+
+const NO_QEMU: &str = "qemu-system-i386 was not found (install it, e.g. `apt-get install qemu-system-x86`, or name it with --qemu or BT86_QEMU)";
+
+/// QEMU's time per system call round trip: the ring guest wrapped as a
+/// Multiboot kernel, run end to end with N and with 10 N round trips, so
+/// that boot and exit cancel out of `(T(10 N) - T(N)) / 9 N`.
+fn qemu_system_call(qemu: &std::path::Path, call: SystemCall, n: u32, runs: u32) -> Result<Duration, BenchError> {
+    let guest = RingGuest::build(ring_guest::ELF_AREA_BASE, Finish::DebugExit);
+    let pass = (i32::from(ring_guest::PASS_CODE) << 1) | 1;
+    let elf = |iterations: u32| ring_guest::multiboot_elf(&guest.image(iterations, &[]), guest.entry(call.entry()));
+    let small = external::TempImage::new("syscall-n", &elf(n))?;
+    let large = external::TempImage::new("syscall-10n", &elf(n.saturating_mul(10)))?;
+    let (mut t_small, mut t_large) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        t_small.push(external::run_qemu(qemu, small.path(), &[], pass)?.wall);
+        t_large.push(external::run_qemu(qemu, large.path(), &[], pass)?.wall);
+    }
+    let (small, large) = (median(&t_small).unwrap_or_default(), median(&t_large).unwrap_or_default());
+    if large <= small {
+        return Err(BenchError::External {
+            what: format!("{} (the {} guest)", qemu.display(), call.name()),
+            problem: format!("took {small:?} for {n} round trips and {large:?} for ten times as many; use a larger --scale"),
+        });
+    }
+    Ok((large - small) / n.saturating_mul(9))
+}
+
+/// Measures a system call round trip from ring 3 under bt86 and returns
+/// two rows: bt86 against the issue's budget (with the host's own system
+/// call in the note), and bt86 against QEMU running the same code.
+pub fn measure_system_call(bench: &mut BenchVm, call: SystemCall, options: &BenchOptions) -> Result<Vec<Measurement>, BenchError> {
+    let count = options.system_calls();
+    let repeats = options.repeats.max(1);
+    // Warm up: translate the stub, the handlers and the loop.
+    bench.run_system_calls(call, 1000.min(count))?;
+    let changes_before = bench.vm().cpu.stats.privilege_changes;
+    let (total, _) = median_of(repeats, || bench.run_system_calls(call, count))?;
+    let changes = bench.vm().cpu.stats.privilege_changes - changes_before;
+    // Each run also has the stub's iret to ring 3 and the final int 0x81.
+    let per_iteration = changes.saturating_sub(2 * u64::from(repeats)) as f64 / (f64::from(repeats) * f64::from(count));
+    let bt86 = total / count;
+    let host_iters = 100_000;
+    let host = median(&(0..repeats).map(|_| bt86_native::measure_host::host_syscall_round_trip(host_iters)).collect::<Vec<_>>())
+        .unwrap_or_default()
+        / host_iters;
+    let qemu = match &options.qemu {
+        Some(q) => Some(qemu_system_call(q, call, options.qemu_system_calls(), options.process_repeats())?),
+        None => None,
+    };
+    let qemu_text = qemu.map_or("QEMU skipped".to_string(), |q| format!("QEMU {}", format_duration(q)));
+    let budget = Measurement {
+        name: format!("{} (x{count})", call.name()),
+        bt86,
+        reference: SYSCALL_BUDGET,
+        reference_name: "budget",
+        limit: 1.0,
+        target: "<= 1.5 us per round trip",
+        note: format!(
+            "ring 3 -> 0 -> 3, median of {repeats} runs; {per_iteration:.2} privilege changes per round trip; host getppid() {} (bt86 {:.1}x the host); {qemu_text}",
+            format_duration(host),
+            bt86.as_secs_f64() / host.as_secs_f64().max(1e-12),
+        ),
+    };
+    let name = format!("{} vs QEMU", call.name());
+    let versus = match qemu {
+        Some(q) => Measurement {
+            name,
+            bt86,
+            reference: q,
+            reference_name: "QEMU",
+            limit: f64::INFINITY,
+            target: "report",
+            note: format!(
+                "the same machine code as a Multiboot kernel under QEMU (TCG), timed end to end with N = {} and 10 N round trips: (T(10 N) - T(N)) / 9 N, medians of {} runs",
+                options.qemu_system_calls(),
+                options.process_repeats()
+            ),
+        },
+        None => skipped_row(name, bt86, "QEMU", NO_QEMU),
+    };
+    Ok(vec![budget, versus])
+}
+
+/// QEMU's timer latency: the ring guest's timer entry as a Multiboot
+/// kernel that writes its samples to COM1, run `runs` times.
+fn qemu_timer(qemu: &std::path::Path, schedule: &[u16], runs: u32) -> Result<Vec<TimerLatency>, BenchError> {
+    let guest = RingGuest::build(ring_guest::ELF_AREA_BASE, Finish::DebugExit);
+    let image = external::TempImage::new("timer", &ring_guest::multiboot_elf(&guest.image(1, schedule), guest.entry(Entry::Timer)))?;
+    let pass = (i32::from(ring_guest::PASS_CODE) << 1) | 1;
+    let mut out = Vec::new();
+    for _ in 0..runs.max(1) {
+        let run = external::run_qemu(qemu, image.path(), &[], pass)?;
+        // The samples are the last bytes the guest wrote, raw, in little
+        // endian; anything before them is not ours.
+        let want = 4 * schedule.len();
+        let Some(raw) = run.stdout.get(run.stdout.len().saturating_sub(want)..).filter(|r| r.len() == want) else {
+            return Err(BenchError::Timer(format!("QEMU's guest wrote {} bytes to COM1, fewer than the {want} of its samples", run.stdout.len())));
+        };
+        let samples: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.push(timer_latency(&samples, schedule)?);
+    }
+    Ok(out)
+}
+
+/// Measures timer interrupt delivery latency under bt86, and under QEMU
+/// when it is there: ring 3 spins in `jmp $` and the PIT, armed in mode 0
+/// by the previous interrupt's handler, interrupts it; the delay is from
+/// the PIT's terminal count to the handler's first instruction.
+pub fn measure_timer(bench: &mut BenchVm, options: &BenchOptions) -> Result<Measurement, BenchError> {
+    let schedule = timer_schedule();
+    let runs = options.process_repeats();
+    // Warm up: translate the handler and the spin.
+    bench.run_timer(&schedule[..TIMER_WARMUP])?;
+    let interrupts_before = bench.vm().stats.interrupts;
+    let mut bt86 = Vec::new();
+    for _ in 0..runs {
+        let samples = bench.run_timer(&schedule)?;
+        bt86.push(timer_latency(&samples, &schedule)?);
+    }
+    let interrupts = bench.vm().stats.interrupts - interrupts_before;
+    let summary = |l: &[TimerLatency]| {
+        let med = median(&l.iter().map(|x| x.median).collect::<Vec<_>>()).unwrap_or_default();
+        let max = l.iter().map(|x| x.max).max().unwrap_or_default();
+        let hz = median(&l.iter().map(|x| x.tsc_hz).collect::<Vec<_>>()).unwrap_or_default();
+        (med, max, hz)
+    };
+    let (b_med, b_max, b_hz) = summary(&bt86);
+    let method = format!(
+        "PIT mode 0 one-shots of {TIMER_SHORT} and {TIMER_LONG} counts while ring 3 spins; the guest's rdtsc at arming and at handler entry, the TSC calibrated against the long intervals; median of the short intervals' delays, median of {runs} runs"
+    );
+    let name = "timer IRQ 0 latency".to_string();
+    let Some(qemu) = &options.qemu else {
+        let mut row = skipped_row(name, b_med, "QEMU", NO_QEMU);
+        row.note = format!("{}; bt86 worst {}; {method}", row.note, format_duration(b_max));
+        return Ok(row);
+    };
+    let (q_med, q_max, q_hz) = summary(&qemu_timer(qemu, &schedule, runs)?);
+    Ok(Measurement {
+        name,
+        bt86: b_med,
+        reference: q_med,
+        reference_name: "QEMU",
+        limit: f64::INFINITY,
+        target: "report",
+        note: format!(
+            "{method}; worst bt86 {}, QEMU {}; {interrupts} IRQ 0 delivered by bt86 for {} samples; TSC measured at {:.0} MHz (bt86) and {:.0} MHz (QEMU)",
+            format_duration(b_max),
+            format_duration(q_max),
+            runs as usize * schedule.len(),
+            b_hz / 1e6,
+            q_hz / 1e6
+        ),
+    })
+}
+
+/// Wall time of the multitask guest, boot to exit, under `bt86 run` and
+/// under QEMU, each run as a process the way a user runs it.
+pub fn measure_multitask(options: &BenchOptions) -> Result<Measurement, BenchError> {
+    let name = "multitask guest, wall time".to_string();
+    let image = external::TempImage::new("multitask", MULTITASK_GUEST)?;
+    let pass = 33;
+    let Some(bt86_command) = &options.bt86_command else {
+        return Ok(skipped_row(name, Duration::ZERO, "QEMU", "no bt86 command to run the guest with"));
+    };
+    let runs = options.repeats.max(1);
+    let mut bt86_times = Vec::new();
+    let mut bt86_out = Vec::new();
+    for _ in 0..runs {
+        let run = external::time_command(bt86_command, &["run".as_ref(), image.path().as_os_str()])?;
+        if run.status != pass || !run.stdout.ends_with(b"multitask: done\n") {
+            return Err(BenchError::External {
+                what: format!("{} run {}", bt86_command.display(), image.path().display()),
+                problem: format!("exited with status {} instead of {pass}, without finishing its tasks", run.status),
+            });
+        }
+        bt86_times.push(run.wall);
+        bt86_out = run.stdout;
+    }
+    let bt86 = median(&bt86_times).unwrap_or_default();
+    let Some(qemu) = &options.qemu else {
+        return Ok(skipped_row(name, bt86, "QEMU", NO_QEMU));
+    };
+    let mut qemu_times = Vec::new();
+    let mut same_output = true;
+    for _ in 0..runs {
+        let run = external::run_qemu(qemu, image.path(), &[], pass)?;
+        same_output &= run.stdout == bt86_out;
+        qemu_times.push(run.wall);
+    }
+    Ok(Measurement {
+        name,
+        bt86,
+        reference: median(&qemu_times).unwrap_or_default(),
+        reference_name: "QEMU",
+        limit: 1.0 / 3.0,
+        target: ">= 3x faster than QEMU",
+        note: format!(
+            "`bt86 run multitask.elf` against `qemu-system-i386 -kernel multitask.elf ...`, boot to isa-debug-exit, medians of {runs} runs; serial output {}",
+            if same_output { "identical" } else { "DIFFERS between the two (run tests/guests_qemu.rs)" }
+        ),
+    })
+}
+
 /// Runs every benchmark once, side by side, and returns the rows.
 pub fn run_all(options: &BenchOptions) -> Result<Vec<Measurement>, BenchError> {
     let mut rows = Vec::new();
@@ -637,6 +1101,14 @@ pub fn run_all(options: &BenchOptions) -> Result<Vec<Measurement>, BenchError> {
         rows.push(measure_kernel(&mut bench, kernel, options.kernel_n(kernel), options.repeats)?);
     }
     rows.push(measure_callout(&mut bench, options.callouts(), options.repeats)?);
+    // The ring guest's rows come last: they leave the virtual CPU in its
+    // GDT at CPL 0, which the compute kernels above do not expect.
+    for call in [SystemCall::Int80, SystemCall::Sysenter] {
+        rows.extend(measure_system_call(&mut bench, call, options)?);
+    }
+    rows.push(measure_timer(&mut bench, options)?);
+    drop(bench);
+    rows.push(measure_multitask(options)?);
     Ok(rows)
 }
 
@@ -664,10 +1136,14 @@ pub fn format_table(rows: &[Measurement]) -> String {
             [
                 m.name.clone(),
                 format_duration(m.bt86),
-                format!("{} {}", format_duration(m.reference), m.reference_name),
-                format!("{:.2}x", m.ratio()),
-                format!("{} (ratio <= {:.2})", m.target, m.limit),
-                if m.met() { "met" } else { "not met" }.to_string(),
+                if m.skipped() {
+                    format!("- {}", m.reference_name)
+                } else {
+                    format!("{} {}", format_duration(m.reference), m.reference_name)
+                },
+                if m.skipped() { "-".to_string() } else { format!("{:.2}x", m.ratio()) },
+                if m.limit.is_finite() { format!("{} (ratio <= {:.2})", m.target, m.limit) } else { m.target.to_string() },
+                m.verdict().to_string(),
             ]
         })
         .collect();
@@ -853,18 +1329,27 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(12)), "12.00 ms");
     }
 
-    /// One test for everything that needs the VM, because a process can
-    /// hold only one VM at a time and tests run in parallel threads.
-    #[test]
-    fn translated_and_native_calls_agree_with_an_independent_answer() {
-        let mut bench = match BenchVm::new() {
-            Ok(b) => b,
+    /// A process can hold only one VM at a time and tests run in parallel
+    /// threads, so every test that needs the VM holds this lock.
+    static VM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// The benchmark VM with the lock held; None (after saying why) on a
+    /// host that cannot run bt86.
+    fn bench_vm() -> Option<(std::sync::MutexGuard<'static, ()>, BenchVm)> {
+        let guard = VM_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match BenchVm::new() {
+            Ok(b) => Some((guard, b)),
             Err(BenchError::Build(e)) if e.status() == crate::status::HOST_UNSUPPORTED => {
                 eprintln!("skipped: this host cannot run bt86: {e}");
-                return;
+                None
             }
             Err(e) => panic!("{e}"),
-        };
+        }
+    }
+
+    #[test]
+    fn translated_and_native_calls_agree_with_an_independent_answer() {
+        let Some((_lock, mut bench)) = bench_vm() else { return };
         let cases = [
             (Kernel::Sieve, 1000),
             (Kernel::Crc32, 300),
@@ -889,5 +1374,96 @@ mod tests {
         assert_eq!(bench.vm().stats.entries, entries + 1, "only the untimed first trip goes through enter_at");
         let row = measure_kernel(&mut bench, Kernel::Loop, 5000, 2).unwrap();
         assert!(row.note.contains(&format!("{:#010x}", expected(Kernel::Loop, 5000))), "{}", row.note);
+    }
+
+    #[test]
+    fn each_ring_loop_makes_exactly_the_system_calls_it_counts() {
+        let Some((_lock, mut bench)) = bench_vm() else { return };
+        // (system call, round trips, software interrupts it must deliver)
+        let cases = [
+            (SystemCall::Int80, 1, 2),
+            (SystemCall::Int80, 37, 38),
+            (SystemCall::Sysenter, 1, 1),
+            (SystemCall::Sysenter, 250, 1),
+        ];
+        for (call, n, ints) in cases {
+            let changes = bench.vm().cpu.stats.privilege_changes;
+            let soft = bench.vm().stats.software_interrupts;
+            bench.run_system_calls(call, n).unwrap();
+            // Two per round trip, one for the stub's iret to ring 3 and one
+            // for the int 0x81 that ends the run.
+            assert_eq!(bench.vm().cpu.stats.privilege_changes - changes, 2 * u64::from(n) + 2, "{call:?} x{n}");
+            // Every int 0x80 plus the final int 0x81; sysenter is not an
+            // interrupt.
+            assert_eq!(bench.vm().stats.software_interrupts - soft, ints, "{call:?} x{n}");
+            assert_eq!(bench.vm().cpu.cpl(), 0, "the run ends in the ring-0 finish handler");
+        }
+
+        // The timer: one IRQ 0 per scheduled interval, each a change to
+        // ring 0 and, but for the last, an iret back to ring 3.
+        let schedule = timer_schedule();
+        let (irqs, changes) = (bench.vm().stats.interrupts, bench.vm().cpu.stats.privilege_changes);
+        let samples = bench.run_timer(&schedule).unwrap();
+        assert_eq!(samples.len(), schedule.len());
+        assert_eq!(bench.vm().stats.interrupts - irqs, schedule.len() as u64);
+        assert_eq!(bench.vm().cpu.stats.privilege_changes - changes, 2 * schedule.len() as u64);
+        // A 25 ms interval takes longer than a 1 ms one, whatever the delay.
+        for (i, (&t, &c)) in samples.iter().zip(&schedule).enumerate().skip(TIMER_WARMUP) {
+            let shortest_long = samples.iter().zip(&schedule).filter(|&(_, &c)| c == TIMER_LONG).map(|(&t, _)| t).min().unwrap();
+            if c == TIMER_SHORT {
+                assert!(t < shortest_long, "sample {i}: {t} ticks for a short interval, {shortest_long} for a long one");
+            }
+        }
+        let latency = timer_latency(&samples, &schedule).unwrap();
+        assert!(latency.tsc_hz > 1e8 && latency.tsc_hz < 1e11, "{latency:?}");
+        assert!(latency.median < Duration::from_millis(1), "{latency:?}");
+    }
+
+    #[test]
+    fn timer_latency_recovers_a_known_delay_and_rejects_nonsense() {
+        // A synthetic 2.5 GHz TSC and delays of 10 us (short) and 12 us
+        // (long): the long delay must not leak into the short ones.
+        let hz = 2.5e9;
+        let schedule = timer_schedule();
+        let samples: Vec<u32> = schedule
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let delay = if c == TIMER_LONG { 12e-6 } else { 10e-6 + (i % 3) as f64 * 1e-6 };
+                ((f64::from(c) / PIT_HZ + delay) * hz) as u32
+            })
+            .collect();
+        let got = timer_latency(&samples, &schedule).unwrap();
+        assert!((got.median.as_secs_f64() - 11e-6).abs() < 0.3e-6, "{got:?}");
+        assert!((got.tsc_hz - hz).abs() / hz < 1e-3, "{got:?}");
+        assert!(got.max >= got.median);
+        // (samples, schedule): wrong length, no long intervals, a TSC
+        // that does not advance.
+        let flat = vec![1000; schedule.len()];
+        let shorts = vec![TIMER_SHORT; schedule.len()];
+        let cases: [(&[u32], &[u16]); 3] =
+            [(&samples[..10], &schedule), (&samples, &shorts), (&flat, &schedule)];
+        for (samples, schedule) in cases {
+            assert!(matches!(timer_latency(samples, schedule), Err(BenchError::Timer(_))));
+        }
+    }
+
+    #[test]
+    fn skipped_and_reported_rows_are_not_judged() {
+        let skipped = skipped_row("no qemu".to_string(), Duration::from_micros(3), "QEMU", "not installed");
+        let reported = Measurement { name: "vs qemu".to_string(), reference: Duration::from_micros(1), target: "report", ..skipped.clone() };
+        let judged = Measurement { limit: 1.0 / 3.0, target: ">= 3x", name: "judged".to_string(), ..reported.clone() };
+        // (row, skipped, verdict)
+        for (m, is_skipped, verdict) in [(&skipped, true, "skipped"), (&reported, false, "reported"), (&judged, false, "not met")] {
+            assert_eq!(m.skipped(), is_skipped, "{}", m.name);
+            assert_eq!(m.verdict(), verdict, "{}", m.name);
+        }
+        let table = format_table(&[skipped, reported, judged]);
+        let line = table.lines().find(|l| l.starts_with("no qemu")).unwrap();
+        assert!(line.contains("- QEMU") && line.ends_with("skipped"), "{line}");
+        assert!(table.contains("skipped: not installed"));
+        assert!(table.lines().any(|l| l.starts_with("judged") && l.contains("(ratio <= 0.33)")), "{table}");
+        assert_eq!(median(&[5, 1, 4, 2]), Some(2));
+        assert_eq!(median::<u32>(&[]), None);
     }
 }

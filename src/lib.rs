@@ -55,6 +55,32 @@ pub struct RunConfig {
     /// Files passed as Multiboot modules, in order.
     pub modules: Vec<PathBuf>,
     pub timeout: Option<Duration>,
+    /// The disk image for the primary IDE channel's master (`--disk`).
+    pub disk: Option<DiskConfig>,
+}
+
+/// A disk image as `--disk FILE[,readonly]` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    /// Writes are refused: the guest's write commands end with ABRT.
+    pub read_only: bool,
+}
+
+impl DiskConfig {
+    /// Parses the argument of `--disk`: a path, optionally followed by
+    /// `,readonly`. A path that itself ends in `,readonly` cannot be
+    /// named; any other comma belongs to the path.
+    pub fn parse(arg: &str) -> Result<DiskConfig, String> {
+        let (path, read_only) = match arg.strip_suffix(",readonly") {
+            Some(path) => (path, true),
+            None => (arg, false),
+        };
+        if path.is_empty() {
+            return Err(format!("--disk {arg:?} names no file; give the path of a raw disk image, optionally followed by ,readonly"));
+        }
+        Ok(DiskConfig { path: PathBuf::from(path), read_only })
+    }
 }
 
 /// A failure before the guest runs.
@@ -70,6 +96,8 @@ pub enum Error {
     Memory(#[from] bt86_machine::memory::MemoryError),
     #[error("{0}")]
     Native(#[from] bt86_native::NativeError),
+    #[error("--disk: {0}")]
+    Disk(#[from] bt86_machine::DiskError),
 }
 
 impl Error {
@@ -120,6 +148,10 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
     bt86_machine::load_multiboot(&mut scratch, &image, &cmdline, &modules)
         .map_err(|source| Error::Load { path: name.clone(), source })?;
     drop(scratch);
+    let disk = match &config.disk {
+        Some(d) => Some(bt86_machine::AtaDrive::open(&d.path, d.read_only)?),
+        None => None,
+    };
 
     let ram = bt86_native::create_ram(ram_size, &std::env::temp_dir())?;
     let mut machine = Machine::new(ram, serial);
@@ -128,6 +160,9 @@ pub fn build_vm(config: &RunConfig, serial: bt86_machine::machine::SerialOutput)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(bt86_machine::machine::DEFAULT_WALL_CLOCK, |d| d.as_secs() as i64);
     machine.set_wall_clock(unix_now);
+    if let Some(drive) = disk {
+        machine.attach_disk(drive);
+    }
     let boot = bt86_machine::load_multiboot(machine.ram_mut(), &image, &cmdline, &modules)
         .map_err(|source| Error::Load { path: name, source })?;
     Vm::new(machine, entry_cpu(&boot.cpu)).map_err(Error::from)

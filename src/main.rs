@@ -5,7 +5,9 @@
 //! users type by habit keep QEMU's meaning: `-m`, `-append`/`--append`,
 //! `-initrd`, `-kernel`, `-d in_asm,out_asm,int,exec` and `-D FILE`.
 //! `bt86 bench` measures translated against native execution, translation
-//! throughput and the cost of a callout, and prints a table of ratios.
+//! throughput, the cost of a callout, system calls from ring 3, timer
+//! interrupt latency and the multitask guest (the last three against QEMU
+//! when it is installed), and prints a table of ratios.
 
 use std::fs::File;
 use std::io::Write;
@@ -30,8 +32,9 @@ struct Cli {
 enum Command {
     /// Boot a Multiboot kernel and run it natively from the translation cache.
     Run(RunArgs),
-    /// Measure bt86 against native execution and a bare world switch, and
-    /// print a table of ratios and targets (a few seconds).
+    /// Measure bt86 against native execution, a bare world switch, the
+    /// host's system call and QEMU, and print a table of ratios and targets
+    /// (about twenty seconds; a few without QEMU).
     Bench(BenchArgs),
 }
 
@@ -46,6 +49,13 @@ struct BenchArgs {
     /// Multiply the work of each measurement by this factor.
     #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     scale: f64,
+    /// The qemu-system-i386 to compare with (default: $BT86_QEMU, or the
+    /// one on PATH).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// Skip every comparison with QEMU.
+    #[arg(long, conflicts_with = "qemu")]
+    no_qemu: bool,
 }
 
 #[derive(Args)]
@@ -65,6 +75,11 @@ struct RunArgs {
     /// A file to pass as a Multiboot module (repeatable); also spelled -initrd, as in QEMU.
     #[arg(long, value_name = "FILE")]
     initrd: Vec<PathBuf>,
+    /// A raw disk image for the master drive of the primary IDE channel
+    /// (ports 0x1F0-0x1F7, IRQ 14); add ,readonly to refuse the guest's
+    /// writes. Writes reach the file at once and are flushed when bt86 exits.
+    #[arg(long, value_name = "FILE[,readonly]")]
+    disk: Option<String>,
     /// Stop the guest after this many seconds (status 124).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
@@ -181,12 +196,25 @@ fn run(args: RunArgs) -> i32 {
         }
         None => None,
     };
+    let disk = match args.disk.as_deref().map(bt86::DiskConfig::parse).transpose() {
+        Ok(disk) => disk,
+        Err(message) => {
+            eprintln!("bt86: {message}");
+            return status::BAD_INPUT;
+        }
+    };
+    // Before any other thread starts, so that all of them leave SIGINT and
+    // SIGTERM to the watcher (see bt86_native::shutdown).
+    if let Err(e) = bt86_native::shutdown::install() {
+        eprintln!("bt86: warning: {e}; SIGINT and SIGTERM will end bt86 without flushing the disk");
+    }
     let config = RunConfig {
         kernel: args.kernel.or(args.kernel_opt),
         memory: args.memory,
         append: args.append,
         modules: args.initrd,
         timeout,
+        disk,
     };
     let serial: Box<dyn Write + Send> = Box::new(std::io::stdout());
     let mut vm = match bt86::build_vm(&config, serial) {
@@ -209,19 +237,40 @@ fn run(args: RunArgs) -> i32 {
         };
         vm.set_log(log, sink);
     }
+    // Threads that end the process while the VM's thread runs guest code
+    // flush the disk image through this handle first.
+    let disk_flush = vm.machine.disk_flush_handle();
+    {
+        let disk_flush = disk_flush.clone();
+        std::thread::spawn(move || loop {
+            if let Some(signal) = bt86_native::shutdown::signal() {
+                let _ = std::io::stdout().flush();
+                flush_disk_before_exit(disk_flush.as_ref());
+                eprintln!("bt86: stopped by signal {signal}");
+                std::process::exit(bt86_native::shutdown::exit_status(signal));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        });
+    }
     if let Some(t) = timeout {
         vm.set_deadline(Instant::now() + t);
         // A guest spinning in chained code never exits to the monitor, so a
         // watchdog thread ends the process when the time is up.
+        let disk_flush = disk_flush.clone();
         std::thread::spawn(move || {
             std::thread::sleep(t + Duration::from_millis(200));
             let _ = std::io::stdout().flush();
+            flush_disk_before_exit(disk_flush.as_ref());
             eprintln!("bt86: timeout: the guest was still running after {:.1} s", t.as_secs_f64());
             std::process::exit(status::TIMEOUT);
         });
     }
     let result = vm.run();
     let _ = std::io::stdout().flush();
+    // However the guest stopped, what it wrote must be durable.
+    if let Err(e) = vm.machine.flush_disk() {
+        eprintln!("bt86: {e}");
+    }
     let code = match result {
         Ok(exit) => {
             let (code, message) = bt86::describe_exit(&exit);
@@ -241,12 +290,31 @@ fn run(args: RunArgs) -> i32 {
     code
 }
 
+/// Makes the guest's disk writes durable before another thread than the
+/// VM's ends the process. A failure is reported, since the exit goes on.
+fn flush_disk_before_exit(handle: Option<&bt86_machine::FlushHandle>) {
+    if let Some(handle) = handle {
+        if let Err(e) = handle.flush() {
+            eprintln!("bt86: cannot flush the disk image to the host's storage: {e}; the guest's last writes may not be durable");
+        }
+    }
+}
+
 fn bench(args: BenchArgs) -> i32 {
     if args.repeats == 0 || !(args.scale.is_finite() && args.scale > 0.0) {
         eprintln!("bt86: bench needs --repeats of at least 1 and a positive --scale (got {} and {})", args.repeats, args.scale);
         return status::BAD_INPUT;
     }
-    let options = bt86::bench::BenchOptions { compute_guest: args.compute, repeats: args.repeats, scale: args.scale };
+    let qemu = if args.no_qemu { None } else { args.qemu.or_else(bt86::bench::external::find_qemu) };
+    let options = bt86::bench::BenchOptions {
+        compute_guest: args.compute,
+        repeats: args.repeats,
+        scale: args.scale,
+        qemu,
+        // The multitask row times `bt86 run` as a user runs it: this very
+        // program, in a child process.
+        bt86_command: std::env::current_exe().ok(),
+    };
     match bt86::bench::run_all(&options) {
         Ok(rows) => {
             print!("{}", bt86::bench::format_table(&rows));
@@ -256,7 +324,10 @@ fn bench(args: BenchArgs) -> i32 {
             eprintln!("bt86: bench: {e}");
             match e {
                 bt86::bench::BenchError::Build(e) => e.status(),
-                bt86::bench::BenchError::ReadGuest { .. } | bt86::bench::BenchError::Elf { .. } | bt86::bench::BenchError::MissingKernel(_) => {
+                bt86::bench::BenchError::ReadGuest { .. }
+                | bt86::bench::BenchError::Elf { .. }
+                | bt86::bench::BenchError::MissingKernel(_)
+                | bt86::bench::BenchError::Spawn { .. } => {
                     status::BAD_INPUT
                 }
                 _ => status::MONITOR_ERROR,

@@ -216,13 +216,15 @@ pub fn descriptor_address(cpu: &Cpu, selector: Selector) -> Option<LinearAddr> {
 }
 
 /// Reads the descriptor `selector` names, or `Ok(None)` if it lies beyond
-/// the table limit. Errors are faults on the table access itself (a #PF
-/// once paging exists).
+/// the table limit. Errors are faults on the table access itself (a #PF,
+/// with paging on, from a supervisor access whatever the CPL).
 pub fn read_descriptor(cpu: &Cpu, bus: &mut dyn Bus, selector: Selector) -> Result<Option<Fetched>, Exception> {
     let Some(addr) = descriptor_address(cpu, selector) else {
         return Ok(None);
     };
-    let raw = cpu.read_linear_u64(bus, addr)?;
+    // Descriptor-table reads are supervisor accesses at any CPL (SDM
+    // Vol. 3A §4.6).
+    let raw = cpu.read_system_u64(bus, addr)?;
     Ok(Some(Fetched { addr, raw, descriptor: Descriptor::parse(raw) }))
 }
 
@@ -246,14 +248,14 @@ pub fn set_accessed(cpu: &Cpu, bus: &mut dyn Bus, fetched: &Fetched) -> Result<(
     if access & 0x10 == 0 || access & 0x01 != 0 {
         return Ok(());
     }
-    cpu.write_linear(bus, LinearAddr(fetched.addr.0.wrapping_add(ACCESS_BYTE)), &[access | 0x01])
+    cpu.write_system(bus, LinearAddr(fetched.addr.0.wrapping_add(ACCESS_BYTE)), &[access | 0x01])
 }
 
 /// Sets the Busy bit (type bit 1) of an available TSS descriptor, as `ltr`
 /// and task switches do (SDM Vol. 3A §7.2.2).
 pub fn set_tss_busy(cpu: &Cpu, bus: &mut dyn Bus, fetched: &Fetched) -> Result<(), Exception> {
     let access = (fetched.raw >> 40) as u8;
-    cpu.write_linear(bus, LinearAddr(fetched.addr.0.wrapping_add(ACCESS_BYTE)), &[access | 0x02])
+    cpu.write_system(bus, LinearAddr(fetched.addr.0.wrapping_add(ACCESS_BYTE)), &[access | 0x02])
 }
 
 /// Builds the raw 8 bytes of a code, data or system segment descriptor.

@@ -18,7 +18,7 @@
 //! and sensitive instructions (segment loads, control registers, I/O,
 //! far transfers) are not emulated here: they have their own callouts, and
 //! `emulate` reports them as [`EmulateError::Unsupported`]. Segmentation and
-//! (later) paging are applied by [`Cpu::read_virt`] and [`Cpu::write_virt`]
+//! paging are applied by [`Cpu::read_virt`] and [`Cpu::write_virt`]
 //! in `memory.rs`; this module never computes a linear address itself
 //! except to check a destination before reading it.
 //!

@@ -36,7 +36,7 @@ use crate::interrupt::{self, Source};
 use crate::memory::Access;
 use crate::operand::{gpr_value, memory_operand, read_operand, set_gpr, write_operand};
 use crate::segment;
-use crate::state::{cr, flags, gpr, Cpu, SegReg, Selector};
+use crate::state::{cr, flags, gpr, Cpu, LinearAddr, SegReg, Selector};
 use crate::transfer;
 use crate::tss;
 
@@ -48,12 +48,23 @@ pub enum Effect {
     Continue,
     /// `hlt`: sleep until the next interrupt, then resume at `cpu.eip`.
     Halt,
-    /// CR0.TS/EM/MP/PG/WP/PE or a CR4 bit changed: code translated under
-    /// the old settings may be wrong now (FPU instructions must fault on
-    /// TS/EM, paging changes every mapping).
+    /// CR0.TS/EM/MP/PE or a CR4 bit changed in a way that leaves the
+    /// linear-to-physical mapping alone: code translated under the old
+    /// settings may be wrong now (FPU instructions must fault on TS/EM).
     TranslationModeChanged,
-    /// CR3 was written with paging on: every shadow mapping is stale.
+    /// The linear-to-physical mapping may have changed everywhere: CR3 was
+    /// written with paging on (even with the same value: that is how a
+    /// guest flushes its TLB, and our model has no global pages to keep),
+    /// CR0.PG was turned on or off, or CR0.WP or CR4.PSE changed while
+    /// paging is on. Every shadow mapping is stale, and so is anything
+    /// cached about linear addresses. It implies
+    /// [`Effect::TranslationModeChanged`] when a CR0 write changed other
+    /// bits too (one effect is returned per instruction).
     AddressSpaceChanged,
+    /// `invlpg` with paging on: the translation of the page holding this
+    /// linear address is stale, for 4 KiB and 4 MiB pages alike (SDM Vol.
+    /// 3A §4.10.4.1). Nothing else changed.
+    InvalidatePage(LinearAddr),
     /// EFLAGS.IF went from 0 to 1 (`sti`, `popf`, `iret`): check for a
     /// pending interrupt. After `sti` the processor waits one more
     /// instruction before taking it (SDM Vol. 2B STI).
@@ -92,11 +103,23 @@ const CR0_DEFINED: u32 = cr::CR0_PE
 /// CR0 bits whose change alters how code must be translated or mapped.
 const CR0_TRANSLATION: u32 = cr::CR0_PE | cr::CR0_MP | cr::CR0_EM | cr::CR0_TS | cr::CR0_WP | cr::CR0_PG;
 
+/// Whether moving CR0 from `old` to `new` and CR4 from `old4` to `new4`
+/// changes the linear-to-physical mapping: PG itself, or a bit the page
+/// walker reads (CR0.WP, CR4.PSE, CR4.PGE) while paging is on (SDM Vol. 3A
+/// §4.10.4.1 lists the writes that invalidate TLB entries).
+fn changes_address_space(old: u32, new: u32, old4: u32, new4: u32) -> bool {
+    let paging_after = new & cr::CR0_PG != 0;
+    (old ^ new) & cr::CR0_PG != 0
+        || (paging_after && (old ^ new) & cr::CR0_WP != 0)
+        || (paging_after && (old4 ^ new4) & (cr::CR4_PSE | cr::CR4_PGE) != 0)
+}
+
 /// The CR4 bits of our CPU model: exactly those whose feature CPUID
 /// reports (TSC -> TSD, DE is architectural, PSE, FXSR -> OSFXSR, SSE ->
 /// OSXMMEXCPT) plus PCE. Setting any other bit raises #GP(0) (SDM Vol. 2B
 /// MOV to CR: "an attempt is made to write a 1 to any reserved bit in
-/// CR4").
+/// CR4"). PGE is among them: the model has no global pages, so every CR3
+/// write flushes every translation (see `paging.rs`).
 const CR4_SUPPORTED: u32 =
     cr::CR4_TSD | cr::CR4_DE | cr::CR4_PSE | cr::CR4_PCE | cr::CR4_OSFXSR | cr::CR4_OSXMMEXCPT;
 
@@ -220,12 +243,7 @@ fn execute_system(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction, host_tsc
             require_cpl0(cpu)?;
             Effect::Continue
         }
-        M::Invlpg => {
-            // No TLB exists while paging is off. When the page walker
-            // arrives this drops the one shadow mapping.
-            require_cpl0(cpu)?;
-            Effect::Continue
-        }
+        M::Invlpg => invlpg(cpu, insn)?,
         M::Rdmsr => rdmsr(cpu, host_tsc)?,
         M::Wrmsr => wrmsr(cpu, host_tsc)?,
         M::Rdtsc => {
@@ -398,6 +416,21 @@ fn lmsw(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<Effect, 
     Ok(if (old ^ cpu.cr0) & CR0_TRANSLATION != 0 { Effect::TranslationModeChanged } else { Effect::Continue })
 }
 
+/// `invlpg m`: privileged; the operand is an address, not data, so it is
+/// never accessed and no segment limit or paging check applies; only its
+/// linear address matters (SDM Vol. 2A INVLPG: the only protected-mode
+/// faults are #GP(0) at CPL > 0 and #UD for a register operand). With
+/// paging off there is no translation to drop.
+fn invlpg(cpu: &Cpu, insn: &Instruction) -> Result<Effect, Exception> {
+    require_cpl0(cpu)?;
+    if insn.op0_kind() != OpKind::Memory {
+        return Err(Exception::InvalidOpcode);
+    }
+    let (seg, offset) = memory_operand(cpu, insn, 0)?;
+    let linear = LinearAddr(cpu.segment(seg).base.wrapping_add(offset));
+    Ok(if cpu.paging_enabled() { Effect::InvalidatePage(linear) } else { Effect::Continue })
+}
+
 /// `mov` to or from a control, debug or segment register; `Ok(None)` for
 /// any other `mov` (a GS-relative one, say), which is a data move for the
 /// emulator.
@@ -481,12 +514,15 @@ fn write_cr(cpu: &mut Cpu, n: usize, value: u32) -> Result<Effect, Exception> {
                 log::warn!("unsupported: clearing CR0.PE (real mode); the guest gets #GP(0)");
                 return Err(gp0());
             }
-            if new & cr::CR0_PG != 0 && cpu.cr0 & cr::CR0_PG == 0 {
-                log::warn!("CR0.PG set, but the page walker is not implemented yet: linear addresses stay physical");
-            }
             let old = cpu.cr0;
             cpu.cr0 = new;
-            Ok(if (old ^ new) & CR0_TRANSLATION != 0 { Effect::TranslationModeChanged } else { Effect::Continue })
+            Ok(if changes_address_space(old, new, cpu.cr4, cpu.cr4) {
+                Effect::AddressSpaceChanged
+            } else if (old ^ new) & CR0_TRANSLATION != 0 {
+                Effect::TranslationModeChanged
+            } else {
+                Effect::Continue
+            })
         }
         2 => {
             cpu.cr2 = value;
@@ -504,7 +540,13 @@ fn write_cr(cpu: &mut Cpu, n: usize, value: u32) -> Result<Effect, Exception> {
             }
             let old = cpu.cr4;
             cpu.cr4 = value;
-            Ok(if old != value { Effect::TranslationModeChanged } else { Effect::Continue })
+            Ok(if changes_address_space(cpu.cr0, cpu.cr0, old, value) {
+                Effect::AddressSpaceChanged
+            } else if old != value {
+                Effect::TranslationModeChanged
+            } else {
+                Effect::Continue
+            })
         }
         _ => Err(Exception::InvalidOpcode),
     }

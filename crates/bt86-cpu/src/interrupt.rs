@@ -180,7 +180,8 @@ fn read_gate(cpu: &Cpu, bus: &mut dyn Bus, event: &Event) -> Result<GateDescript
     if offset + 7 > u32::from(cpu.idtr.limit) {
         return Err(Exception::GeneralProtection(idt_error(ext)));
     }
-    let raw = cpu.read_linear_u64(bus, LinearAddr(cpu.idtr.base.wrapping_add(offset)))?;
+    // An IDT read is a supervisor access at any CPL (SDM Vol. 3A §4.6).
+    let raw = cpu.read_system_u64(bus, LinearAddr(cpu.idtr.base.wrapping_add(offset)))?;
     let gate = match Descriptor::parse(raw) {
         Descriptor::Gate(g) if matches!(g.kind, GateKind::Interrupt | GateKind::Trap | GateKind::Task) => g,
         _ => return Err(Exception::GeneralProtection(idt_error(ext))),
@@ -247,7 +248,9 @@ fn deliver(cpu: &mut Cpu, bus: &mut dyn Bus, event: Event) -> Result<(), Excepti
         if gate.offset > target.segment.limit {
             return Err(Exception::GeneralProtection(ext));
         }
-        cpu.write_linear(bus, stack.linear(sp), &frame)?;
+        // The frame goes on the inner ring's stack, a supervisor access
+        // although CPL is still the interrupted one here.
+        cpu.write_system(bus, stack.linear(sp), &frame)?;
         // Commit: the Accessed bits are the last guest-memory writes, and
         // they come before any register changes.
         descriptor::set_accessed(cpu, bus, &stack.fetched)?;

@@ -15,6 +15,7 @@ pub mod alu;
 pub mod emulate;
 pub mod exception;
 pub mod memory;
+pub mod paging;
 pub mod descriptor;
 pub mod segment;
 pub mod interrupt;

@@ -1,20 +1,24 @@
-//! Guest memory as the virtual CPU sees it: segmentation, then (later)
-//! paging, then the physical bus.
+//! Guest memory as the virtual CPU sees it: segmentation, then paging,
+//! then the physical bus.
 //!
 //! This module owns the two steps between an instruction's operand and the
 //! bus: the segment check that turns `seg:offset` into a linear address
-//! (Intel SDM Vol. 3A §3.4 and §5.3-5.4), and the linear-to-physical step in
-//! [`Cpu::read_linear`] / [`Cpu::write_linear`], which are the only place that
-//! turns a linear address into a physical one. With CR0.PG clear the second
-//! step is the identity; when the page walker arrives it slots into
-//! `translate_linear` below and nothing else has to change. The module does
-//! not load segment registers (that is `segment.rs`) and never touches the
-//! host: all memory is reached through [`Bus`].
+//! (Intel SDM Vol. 3A §3.4 and §5.3-5.4), and the linear-to-physical step
+//! behind [`Cpu::read_linear`] / [`Cpu::write_linear`] and their system and
+//! fetch variants, which are the only place that turns a linear address
+//! into a physical one. With CR0.PG clear that step is the identity (§4.1);
+//! with it set, every piece goes through the page walker in `paging.rs`.
+//! This module also decides *who* makes each access for paging's U/S check
+//! (§4.6): an explicit access is a user access at CPL 3, and the system
+//! variants are supervisor accesses at any CPL. It does not load segment
+//! registers (that is `segment.rs`) and never touches the host: all memory
+//! is reached through [`Bus`].
 
 use bt86_machine::{Bus, GuestPhysAddr};
 
 use crate::exception::Exception;
-use crate::state::{Cpu, LinearAddr, SegReg, Segment};
+use crate::paging::{self, PageAccess};
+use crate::state::{cr, Cpu, LinearAddr, SegReg, Segment};
 use crate::state::gpr;
 
 /// The kind of access an instruction makes through a segment. It decides
@@ -29,8 +33,22 @@ pub enum Access {
 }
 
 /// The size of a page, the unit in which linear accesses are split so that
-/// each piece can be translated on its own once paging exists.
-const PAGE_SIZE: u32 = 4096;
+/// each piece is translated on its own. A 4 MiB page is split the same way;
+/// its pieces simply land next to each other.
+const PAGE_SIZE: u32 = paging::PAGE_SIZE_4K;
+
+/// Who makes a linear access, as paging's U/S check sees it (SDM Vol. 3A
+/// §4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Privilege {
+    /// An explicit access by the instruction: a user access at CPL 3,
+    /// a supervisor access at CPL 0-2.
+    Current,
+    /// An implicit access to a system structure (GDT, LDT, IDT, TSS, the
+    /// stack of an inner ring during a privilege change): always a
+    /// supervisor access, whatever the CPL.
+    Supervisor,
+}
 
 /// The exception a failed segment check raises: #SS(0) for accesses through
 /// SS, #GP(0) for every other segment register (SDM Vol. 3A §6.15,
@@ -115,18 +133,82 @@ impl Cpu {
         self.write_linear(bus, addr, data)
     }
 
-    /// Reads linear memory. The access is split at page boundaries and each
-    /// piece translated separately, so that a paged access that straddles
-    /// two pages faults on the right one.
-    pub fn read_linear(
+    /// Reads linear memory as the instruction itself does: a user access
+    /// when CPL = 3. The access is split at page boundaries and every piece
+    /// translated before any byte moves, so that an access straddling two
+    /// pages faults on the right one and a fault reads nothing.
+    pub fn read_linear(&self, bus: &mut dyn Bus, addr: LinearAddr, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_with(bus, addr, buf, Access::Read, Privilege::Current)
+    }
+
+    /// Writes linear memory as the instruction itself does; see
+    /// [`Cpu::read_linear`]. Every page is translated (with its permission
+    /// check) before the first byte is written, so a fault on the second
+    /// page of a straddling write leaves the data of the first untouched.
+    /// The walk of the first page has then set its Accessed and Dirty bits,
+    /// as the processor does (SDM Vol. 3A §4.8).
+    pub fn write_linear(&self, bus: &mut dyn Bus, addr: LinearAddr, data: &[u8]) -> Result<(), Exception> {
+        self.write_with(bus, addr, data, Privilege::Current)
+    }
+
+    /// Reads a system structure (GDT, LDT, IDT, TSS): a supervisor access
+    /// even at CPL 3 (SDM Vol. 3A §4.6, "implicit supervisor-mode
+    /// accesses").
+    pub fn read_system(&self, bus: &mut dyn Bus, addr: LinearAddr, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_with(bus, addr, buf, Access::Read, Privilege::Supervisor)
+    }
+
+    /// Writes a system structure (a descriptor's Accessed or Busy bit) or
+    /// the stack of the inner ring that an interrupt or call gate switches
+    /// to: a supervisor access even while CPL is still 3.
+    pub fn write_system(&self, bus: &mut dyn Bus, addr: LinearAddr, data: &[u8]) -> Result<(), Exception> {
+        self.write_with(bus, addr, data, Privilege::Supervisor)
+    }
+
+    /// Reads guest code at `addr` as an instruction fetch at the current
+    /// CPL, for the translator and the emulator. A fetch needs only read
+    /// permission in 32-bit paging, and its #PF never has I/D set.
+    pub fn fetch_linear(&self, bus: &mut dyn Bus, addr: LinearAddr, buf: &mut [u8]) -> Result<(), Exception> {
+        self.read_with(bus, addr, buf, Access::Execute, Privilege::Current)
+    }
+
+    /// Whether paging is on (CR0.PG).
+    pub fn paging_enabled(&self) -> bool {
+        self.cr0 & cr::CR0_PG != 0
+    }
+
+    /// Whether an explicit access made now is a user-mode access for
+    /// paging: exactly when CPL = 3 (SDM Vol. 3A §4.6).
+    pub fn is_user_access(&self) -> bool {
+        self.cpl() == 3
+    }
+
+    /// Translates one linear address: the identity with CR0.PG clear (SDM
+    /// Vol. 3A §4.1.1), otherwise [`paging::walk`], which sets the
+    /// Accessed and Dirty bits the access earns.
+    pub fn translate(&self, bus: &mut dyn Bus, addr: LinearAddr, access: PageAccess) -> Result<GuestPhysAddr, Exception> {
+        if self.paging_enabled() {
+            paging::walk(self, bus, addr, access).map(|w| w.phys)
+        } else {
+            Ok(GuestPhysAddr(addr.0))
+        }
+    }
+
+    fn read_with(
         &self,
         bus: &mut dyn Bus,
         addr: LinearAddr,
         buf: &mut [u8],
+        access: Access,
+        privilege: Privilege,
     ) -> Result<(), Exception> {
-        // Translate every piece before touching the bus: a fault on the
-        // second page must leave no trace of the first (precise faults).
-        let pieces = self.translate_range(addr, len_u32(buf.len()), Access::Read)?;
+        // With paging off, linear is physical: one piece, no allocation
+        // (the common case for every callout and interrupt frame).
+        if !self.paging_enabled() {
+            bus.read_phys(GuestPhysAddr(addr.0), buf);
+            return Ok(());
+        }
+        let pieces = self.translate_range(bus, addr, len_u32(buf.len()), access, privilege)?;
         let mut done = 0usize;
         for (phys, len) in pieces {
             let len = len as usize;
@@ -136,14 +218,12 @@ impl Cpu {
         Ok(())
     }
 
-    /// Writes linear memory; see [`Cpu::read_linear`].
-    pub fn write_linear(
-        &self,
-        bus: &mut dyn Bus,
-        addr: LinearAddr,
-        data: &[u8],
-    ) -> Result<(), Exception> {
-        let pieces = self.translate_range(addr, len_u32(data.len()), Access::Write)?;
+    fn write_with(&self, bus: &mut dyn Bus, addr: LinearAddr, data: &[u8], privilege: Privilege) -> Result<(), Exception> {
+        if !self.paging_enabled() {
+            bus.write_phys(GuestPhysAddr(addr.0), data);
+            return Ok(());
+        }
+        let pieces = self.translate_range(bus, addr, len_u32(data.len()), Access::Write, privilege)?;
         let mut done = 0usize;
         for (phys, len) in pieces {
             let len = len as usize;
@@ -207,17 +287,25 @@ impl Cpu {
         self.write_virt(bus, seg, offset, &value.to_le_bytes())
     }
 
-    /// Reads a doubleword of linear memory (descriptor tables, the IDT).
+    /// Reads a doubleword of linear memory at the current privilege.
     pub fn read_linear_u32(&self, bus: &mut dyn Bus, addr: LinearAddr) -> Result<u32, Exception> {
         let mut b = [0u8; 4];
         self.read_linear(bus, addr, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
-    /// Reads a quadword of linear memory (one descriptor).
+    /// Reads a quadword of linear memory at the current privilege.
     pub fn read_linear_u64(&self, bus: &mut dyn Bus, addr: LinearAddr) -> Result<u64, Exception> {
         let mut b = [0u8; 8];
         self.read_linear(bus, addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads one descriptor or gate (a quadword of a system table) as a
+    /// supervisor access; see [`Cpu::read_system`].
+    pub fn read_system_u64(&self, bus: &mut dyn Bus, addr: LinearAddr) -> Result<u64, Exception> {
+        let mut b = [0u8; 8];
+        self.read_system(bus, addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
@@ -288,33 +376,34 @@ impl Cpu {
         }
     }
 
-    /// Splits `len` bytes at `addr` into physically contiguous pieces,
-    /// translating each one.
+    /// Splits `len` bytes at `addr` into pieces that do not cross a page
+    /// and translates each one, in address order, before the caller moves
+    /// any data.
     fn translate_range(
         &self,
+        bus: &mut dyn Bus,
         addr: LinearAddr,
         len: u32,
         access: Access,
+        privilege: Privilege,
     ) -> Result<Vec<(GuestPhysAddr, u32)>, Exception> {
+        let page_access = PageAccess {
+            write: access == Access::Write,
+            user: privilege == Privilege::Current && self.is_user_access(),
+            fetch: access == Access::Execute,
+        };
         let mut pieces = Vec::with_capacity(2);
         let mut linear = addr.0;
         let mut left = len;
         while left > 0 {
             let in_page = PAGE_SIZE - (linear % PAGE_SIZE);
             let chunk = left.min(in_page);
-            pieces.push((self.translate_linear(LinearAddr(linear), access)?, chunk));
+            pieces.push((self.translate(bus, LinearAddr(linear), page_access)?, chunk));
             // The linear address space wraps at 4 GiB.
             linear = linear.wrapping_add(chunk);
             left -= chunk;
         }
         Ok(pieces)
-    }
-
-    /// Turns one linear address into a physical one. With paging off
-    /// (CR0.PG = 0) linear addresses are physical (SDM Vol. 3A §4.1.1); the
-    /// two-level page walker (§4.3) belongs here and will return #PF.
-    fn translate_linear(&self, addr: LinearAddr, _access: Access) -> Result<GuestPhysAddr, Exception> {
-        Ok(GuestPhysAddr(addr.0))
     }
 }
 

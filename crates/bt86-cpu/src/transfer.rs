@@ -190,7 +190,9 @@ fn through_call_gate(
     }
     values.extend([cpu.gpr[gpr::ESP], old_ss]);
     let frame = encode_frame(&values, width);
-    cpu.write_linear(bus, stack.linear(sp), &frame)?;
+    // The inner ring's stack: a supervisor access although CPL has not
+    // changed yet.
+    cpu.write_system(bus, stack.linear(sp), &frame)?;
     descriptor::set_accessed(cpu, bus, &stack.fetched)?;
     segment::commit_code_target(cpu, bus, &target, gate.offset, false)?;
     cpu.set_segment(SegReg::Ss, stack.segment);

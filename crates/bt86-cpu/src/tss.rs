@@ -107,9 +107,9 @@ pub fn inner_stack(cpu: &Cpu, bus: &mut dyn Bus, new_cpl: u8, ext: bool) -> Resu
     }
     let base = cpu.tr.base;
     let mut esp_bytes = [0u8; 4];
-    cpu.read_linear(bus, LinearAddr(base.wrapping_add(esp_at)), &mut esp_bytes[..esp_len])?;
+    cpu.read_system(bus, LinearAddr(base.wrapping_add(esp_at)), &mut esp_bytes[..esp_len])?;
     let mut ss_bytes = [0u8; 2];
-    cpu.read_linear(bus, LinearAddr(base.wrapping_add(ss_at)), &mut ss_bytes)?;
+    cpu.read_system(bus, LinearAddr(base.wrapping_add(ss_at)), &mut ss_bytes)?;
     let esp = u32::from_le_bytes(esp_bytes);
     let ss = Selector(u16::from_le_bytes(ss_bytes));
     // The checks on the new SS are those of `mov ss` at the new CPL, but
@@ -136,21 +136,21 @@ pub fn inner_stack(cpu: &Cpu, bus: &mut dyn Bus, new_cpl: u8, ext: bool) -> Resu
 /// lie within the TSS limit (which is why operating systems end the map
 /// with an extra 0xFF byte), and every one of those bits must be clear.
 /// Anything else denies the access. Errors are faults on the TSS read
-/// itself (a #PF once paging exists).
+/// itself (a #PF when paging is on).
 pub fn io_permitted(cpu: &Cpu, bus: &mut dyn Bus, port: u16, size: IoSize) -> Result<bool, Exception> {
     if !tr_is_32bit(cpu) || cpu.tr.limit < MIN_LIMIT_32 {
         return Ok(false);
     }
     let base = cpu.tr.base;
     let mut field = [0u8; 2];
-    cpu.read_linear(bus, LinearAddr(base.wrapping_add(offset::IO_MAP_BASE)), &mut field)?;
+    cpu.read_system(bus, LinearAddr(base.wrapping_add(offset::IO_MAP_BASE)), &mut field)?;
     let map_base = u32::from(u16::from_le_bytes(field));
     let byte = map_base + u32::from(port >> 3);
     if byte + 1 > cpu.tr.limit {
         return Ok(false);
     }
     let mut bits = [0u8; 2];
-    cpu.read_linear(bus, LinearAddr(base.wrapping_add(byte)), &mut bits)?;
+    cpu.read_system(bus, LinearAddr(base.wrapping_add(byte)), &mut bits)?;
     let width = match size {
         IoSize::Byte => 1,
         IoSize::Word => 2,

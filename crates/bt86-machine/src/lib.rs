@@ -14,11 +14,14 @@ pub mod devices;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod mmio;
 pub mod ports;
 
 pub use addr::GuestPhysAddr;
 pub use bus::{Bus, IoSize};
+pub use devices::ata::{AtaDrive, BlockBackend, DiskError, FileBackend, FlushHandle};
 pub use loader::multiboot::{load_multiboot, BootInfo, LoadError, Module};
 pub use machine::{Machine, MachineState};
 pub use memory::{parse_ram_size, MemoryError, Ram};
+pub use mmio::{MmioBus, MmioDevice, MmioError, MmioRange};
 pub use ports::PowerState;

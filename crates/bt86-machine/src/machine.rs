@@ -7,6 +7,10 @@
 //! the CPU, the translation cache or the host: the virtual CPU reaches it
 //! only through the [`Bus`] trait.
 //!
+//! A physical access goes to RAM if it lies below the end of RAM, else to
+//! the memory-mapped device whose range holds it (the [`MmioBus`], which
+//! also says how an access is split between owners), else to nobody.
+//!
 //! Two rules for accesses nothing claims, both measured under QEMU 7.2's
 //! `pc` machine with 128 MiB of RAM:
 //! - Unassigned physical addresses read as zero and drop writes. A guest
@@ -18,10 +22,10 @@
 //!   each such port, because it is usually a device the guest expects and
 //!   bt86 lacks.
 //!
-//! Interrupts: COM1 (IRQ 4), the PIT's channel 0 (IRQ 0) and the RTC
-//! (IRQ 8) drive [`IrqLatch`]es, which the machine forwards to the 8259A
-//! pair after every access that can change them and at every
-//! [`Machine::advance_to`]. Time reaches the timers only through
+//! Interrupts: COM1 (IRQ 4), the PIT's channel 0 (IRQ 0), the RTC (IRQ 8)
+//! and the primary IDE channel (IRQ 14) drive [`IrqLatch`]es, which the
+//! machine forwards to the 8259A pair after every access that can change
+//! them and at every [`Machine::advance_to`]. Time reaches the timers only through
 //! `advance_to`: port accesses see the devices as of the last call.
 //!
 //! Known differences from QEMU, none of which a Multiboot kernel should
@@ -35,12 +39,15 @@ use std::io::Write;
 
 use thiserror::Error;
 
+use crate::devices::ata::{self, Ata, AtaDrive, AtaState, AtaStateError, DiskError, FlushHandle};
 use crate::devices::pic::{self, Chip, Irq, Pic, PicState};
 use crate::devices::pit::{self, Pit, PitState};
 use crate::devices::rtc::{self, Rtc, RtcState};
 use crate::devices::serial::{Serial, SerialState, SerialStateError};
+use crate::devices::testdev::{self, PcTestdev};
 use crate::devices::IrqLatch;
 use crate::memory::Ram;
+use crate::mmio::{MmioBus, MmioDevice, MmioError, MmioRange};
 use crate::ports::{
     AcpiPm, DebugExit, PostCode, PowerState, ACPI_PM1A_CNT, COM1_BASE, COM1_LAST, DEBUG_EXIT_BASE,
     DEBUG_EXIT_LAST, POST_CODE,
@@ -62,6 +69,11 @@ pub type Pit8254 = Pit<IrqLatch>;
 /// The CMOS RTC as the machine wires it: latched for IRQ 8.
 pub type CmosRtc = Rtc<IrqLatch>;
 
+/// The primary IDE channel as the machine wires it: ports 0x1F0-0x1F7 and
+/// 0x3F6, latched for IRQ 14. It exists with or without a disk, as the
+/// PIIX IDE function of QEMU's `pc` machine does.
+pub type AtaChannel = Ata<IrqLatch>;
+
 /// The wall-clock time the RTC shows at VM start until the caller sets
 /// it with [`Machine::set_wall_clock`]: 2000-01-01 00:00:00 UTC, so that a
 /// machine built without a clock is still deterministic.
@@ -79,6 +91,7 @@ pub struct MachineState {
     pub pic: PicState,
     pub pit: PitState,
     pub rtc: RtcState,
+    pub ata: AtaState,
     /// Virtual nanoseconds since the VM started, as last advanced.
     pub now_ns: u64,
     pub post_code: PostCode,
@@ -91,17 +104,8 @@ pub struct MachineState {
 pub enum MachineError {
     #[error("cannot restore COM1: {0}")]
     Com1(#[from] SerialStateError),
-}
-
-/// A memory-mapped device, the shape that the later LAPIC (0xFEE0_0000),
-/// IOAPIC (0xFEC0_0000) and CGA text memory (0xB8000) models will take.
-/// `offset` is relative to the start of the device's region. No device
-/// implements it yet; see `Machine::read_unbacked` for where they plug in.
-pub trait MmioDevice {
-    /// Fills `data` from the device registers at `offset`.
-    fn read(&mut self, offset: u32, data: &mut [u8]);
-    /// Writes `data` to the device registers at `offset`.
-    fn write(&mut self, offset: u32, data: &[u8]);
+    #[error("cannot restore the ATA disk channel: {0}")]
+    Ata(#[from] AtaStateError),
 }
 
 /// The virtual PC's RAM and devices behind one [`Bus`].
@@ -111,6 +115,7 @@ pub struct Machine {
     pic: Pic,
     pit: Pit8254,
     rtc: CmosRtc,
+    ata: AtaChannel,
     /// Virtual nanoseconds since the VM started, as last advanced.
     now_ns: u64,
     debug_exit: DebugExit,
@@ -119,6 +124,8 @@ pub struct Machine {
     power: PowerState,
     /// Unassigned ports already reported, so each is logged only once.
     unknown_ports: BTreeSet<u16>,
+    /// Memory-mapped devices, reached for physical addresses above RAM.
+    mmio: MmioBus,
 }
 
 impl Machine {
@@ -136,12 +143,14 @@ impl Machine {
             pic: Pic::after_bios(),
             pit: Pit::after_bios(IrqLatch::default()),
             rtc,
+            ata: Ata::new(IrqLatch::default()),
             now_ns: 0,
             debug_exit: DebugExit,
             post_code: PostCode::default(),
             acpi_pm: AcpiPm::default(),
             power: PowerState::Running,
             unknown_ports: BTreeSet::new(),
+            mmio: MmioBus::new(),
         };
         // The lines' power-on levels are not requests.
         let Machine {
@@ -149,9 +158,10 @@ impl Machine {
             pit,
             com1,
             rtc,
+            ata,
             ..
         } = &mut machine;
-        for (irq, latch) in irq_wiring(pit, com1, rtc) {
+        for (irq, latch) in irq_wiring(pit, com1, rtc, ata) {
             latch.take_rising_edge();
             pic.reset_line(irq, latch.level());
         }
@@ -166,6 +176,55 @@ impl Machine {
     /// Guest RAM, mutably (for loaders and the native layer).
     pub fn ram_mut(&mut self) -> &mut Ram {
         &mut self.ram
+    }
+
+    /// Whether `addr` is guest RAM. RAM is contiguous from 0, so this is
+    /// `addr < RAM size`. Only RAM may be mapped into the host; the native
+    /// layer maps a guest page only if this holds for it.
+    pub fn is_ram(&self, addr: GuestPhysAddr) -> bool {
+        addr.0 < self.ram.size()
+    }
+
+    /// Whether a memory-mapped device claims `addr`. The native layer never
+    /// maps such a page into the host, so that every guest access to it
+    /// faults and is emulated against the device.
+    pub fn mmio_at(&self, addr: GuestPhysAddr) -> bool {
+        !self.is_ram(addr) && self.mmio.contains(addr)
+    }
+
+    /// The MMIO map, to list the devices and their ranges.
+    pub fn mmio(&self) -> &MmioBus {
+        &self.mmio
+    }
+
+    /// Puts a memory-mapped device on the bus at `range`, under `name`.
+    /// Refused if the range overlaps RAM (which is routed first and would
+    /// hide the device) or another device; nothing changes then.
+    pub fn add_mmio_device(
+        &mut self,
+        name: &str,
+        range: MmioRange,
+        device: Box<dyn MmioDevice>,
+    ) -> Result<(), MmioError> {
+        let ram_end = u64::from(self.ram.size());
+        if u64::from(range.base().0) < ram_end {
+            return Err(MmioError::OverlapsRam {
+                name: name.to_string(),
+                range,
+                ram_end,
+            });
+        }
+        self.mmio.register(name, range, device)
+    }
+
+    /// Adds QEMU's `pc-testdev` memory window at 0xFF00_0000, as
+    /// `-device pc-testdev` does under QEMU (see `devices::testdev`).
+    pub fn add_pc_testdev(&mut self) -> Result<(), MmioError> {
+        self.add_mmio_device(
+            testdev::NAME,
+            PcTestdev::range()?,
+            Box::new(PcTestdev::new()),
+        )
     }
 
     /// COM1, for the run loop to hand it input and to read its IRQ line.
@@ -219,6 +278,32 @@ impl Machine {
     /// The CMOS RTC, to inspect.
     pub fn rtc(&self) -> &CmosRtc {
         &self.rtc
+    }
+
+    /// The primary IDE channel, to inspect.
+    pub fn ata(&self) -> &AtaChannel {
+        &self.ata
+    }
+
+    /// Connects `drive` as the master disk of the primary IDE channel
+    /// (`--disk`), replacing any disk there. Call it before the guest runs:
+    /// the channel starts over as at power-on.
+    pub fn attach_disk(&mut self, drive: AtaDrive) {
+        self.ata.attach(drive);
+        self.forward_irqs();
+    }
+
+    /// A handle that flushes the disk image from another thread (a signal
+    /// watcher, say) while the VM runs; None without a file-backed disk.
+    pub fn disk_flush_handle(&self) -> Option<FlushHandle> {
+        self.ata.drive().and_then(AtaDrive::flush_handle)
+    }
+
+    /// Makes every disk write the guest saw complete durable (fdatasync of
+    /// the image). The run loop calls it when the guest stops, however it
+    /// stops; without a disk it does nothing.
+    pub fn flush_disk(&mut self) -> Result<(), DiskError> {
+        self.ata.flush()
     }
 
     /// Advances every device to virtual time `now_ns` (nanoseconds since
@@ -276,7 +361,8 @@ impl Machine {
 
     /// Carries every device's interrupt line to the PIC.
     fn forward_irqs(&mut self) {
-        for (irq, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc) {
+        for (irq, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc, &mut self.ata)
+        {
             forward(&mut self.pic, irq, latch);
         }
     }
@@ -288,6 +374,7 @@ impl Machine {
             pic: self.pic.state(),
             pit: self.pit.state(),
             rtc: self.rtc.state(),
+            ata: self.ata.state(),
             now_ns: self.now_ns,
             post_code: self.post_code,
             acpi_pm: self.acpi_pm,
@@ -299,14 +386,16 @@ impl Machine {
     /// keeping this machine's RAM and serial output. On error the machine
     /// is unchanged.
     pub fn restore(&mut self, state: &MachineState) -> Result<(), MachineError> {
+        state.ata.check()?;
         self.com1.restore(&state.com1)?;
+        self.ata.restore(&state.ata)?;
         self.pic.restore(&state.pic);
         self.pit.restore(&state.pit);
         self.rtc.restore(&state.rtc);
         self.now_ns = state.now_ns;
         // The restored PIC already holds the line levels: the latches'
         // changes while restoring are not new requests.
-        for (_, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc) {
+        for (_, latch) in irq_wiring(&mut self.pit, &mut self.com1, &mut self.rtc, &mut self.ata) {
             latch.take_rising_edge();
         }
         self.post_code = state.post_code;
@@ -348,17 +437,18 @@ impl Machine {
         }
     }
 
-    /// A read above RAM. Memory-mapped devices plug in here, each claiming
-    /// its region before the unassigned fallback: the IOAPIC at 0xFEC0_0000
-    /// and the LAPIC at 0xFEE0_0000 through [`MmioDevice`]. (CGA text memory
-    /// at 0xB8000 lies inside RAM and will need a check before RAM instead.)
-    fn read_unbacked(&mut self, _addr: u32, buf: &mut [u8]) {
-        buf.fill(UNASSIGNED_MEMORY_BYTE);
+    /// A read above RAM: the MMIO bus gives each device its part and fills
+    /// the rest with the unassigned value. (CGA text memory at 0xB8000 lies
+    /// inside RAM; it will need a hole in RAM, since RAM is routed first.)
+    fn read_unbacked(&mut self, addr: u32, buf: &mut [u8]) {
+        self.mmio.read(GuestPhysAddr(addr), buf);
     }
 
-    /// A write above RAM: the place for MMIO devices, as for reads. Writes
-    /// to unassigned addresses are dropped.
-    fn write_unbacked(&mut self, _addr: u32, _data: &[u8]) {}
+    /// A write above RAM: to the MMIO devices, as for reads. Writes to
+    /// unassigned addresses are dropped.
+    fn write_unbacked(&mut self, addr: u32, data: &[u8]) {
+        self.mmio.write(GuestPhysAddr(addr), data);
+    }
 
     /// One byte-wide `in`. Devices whose registers are bytes are reached
     /// here, so wider accesses to them are split the way the ISA bus splits
@@ -387,8 +477,15 @@ impl Machine {
                 self.forward_irqs();
                 value
             }
-            // Later work plugs in here: the i8042 (0x60, 0x64), ATA
-            // (0x1F0-0x1F7, 0x3F6) and the CGA CRT controller (0x3D4-0x3D5).
+            ata::PRIMARY_BASE..=ata::PRIMARY_LAST => {
+                // Reading the status register lowers IRQ 14.
+                let value = self.ata.read((port - ata::PRIMARY_BASE) as u8);
+                self.forward_irqs();
+                value
+            }
+            ata::PRIMARY_CONTROL => self.ata.read_alt_status(),
+            // Later work plugs in here: the i8042 (0x60, 0x64) and the CGA
+            // CRT controller (0x3D4-0x3D5).
             _ => {
                 self.note_unknown_port(port, "read");
                 0xFF
@@ -423,6 +520,15 @@ impl Machine {
                 self.rtc.write(port, value);
                 self.forward_irqs();
             }
+            ata::PRIMARY_BASE..=ata::PRIMARY_LAST => {
+                self.ata.write((port - ata::PRIMARY_BASE) as u8, value);
+                self.forward_irqs();
+            }
+            ata::PRIMARY_CONTROL => {
+                // nIEN and SRST change IRQ 14.
+                self.ata.write_device_control(value);
+                self.forward_irqs();
+            }
             _ => self.note_unknown_port(port, "write"),
         }
     }
@@ -453,11 +559,13 @@ fn irq_wiring<'a>(
     pit: &'a mut Pit8254,
     com1: &'a mut Com1,
     rtc: &'a mut CmosRtc,
-) -> [(Irq, &'a mut IrqLatch); 3] {
+    ata: &'a mut AtaChannel,
+) -> [(Irq, &'a mut IrqLatch); 4] {
     [
         (Irq::PIT, pit.irq_mut()),
         (Irq::COM1, com1.irq_mut()),
         (Irq::RTC, rtc.irq_mut()),
+        (Irq(ata::PRIMARY_IRQ), ata.irq_mut()),
     ]
 }
 
@@ -505,6 +613,13 @@ impl Bus for Machine {
         match (port, size) {
             (DEBUG_EXIT_BASE..=DEBUG_EXIT_LAST, _) => self.debug_exit.read(),
             (ACPI_PM1A_CNT, IoSize::Word) => u32::from(self.acpi_pm.read_pm1a_cnt()),
+            // The ATA data register moves 16 or 32 bits at once; byte
+            // accesses and the other registers go through the byte path.
+            (ata::PRIMARY_BASE, IoSize::Word | IoSize::Dword) => {
+                let value = self.ata.read_data(size);
+                self.forward_irqs();
+                value
+            }
             _ => (0..size.bytes()).fold(0, |value, i| {
                 let byte = self.io_in_byte(port.wrapping_add(i as u16));
                 value | u32::from(byte) << (8 * i)
@@ -524,6 +639,10 @@ impl Bus for Machine {
                 if let Some(request) = self.acpi_pm.write_pm1a_cnt(value as u16) {
                     self.request(request);
                 }
+            }
+            (ata::PRIMARY_BASE, IoSize::Word | IoSize::Dword) => {
+                self.ata.write_data(size, value);
+                self.forward_irqs();
             }
             _ => {
                 for i in 0..size.bytes() {
@@ -870,6 +989,61 @@ mod tests {
         assert_eq!(m.io_in(0x70, IoSize::Byte), 0xFF);
         m.io_out(0x4D1, IoSize::Byte, 0xFF);
         assert_eq!(m.io_in(0x4D0, IoSize::Word), 0xDE00);
+        assert!(m.unknown_ports.is_empty(), "{:?}", m.unknown_ports);
+    }
+
+    #[test]
+    fn ata_disk_is_routed_and_interrupts_on_irq14() {
+        let path =
+            std::env::temp_dir().join(format!("bt86-machine-ata-{}.img", std::process::id()));
+        let image: Vec<u8> = (0..4 * 512).map(|i| (i / 512 * 16 + i % 7) as u8).collect();
+        std::fs::write(&path, &image).unwrap();
+        let drive = AtaDrive::open(&path, false);
+        let _ = std::fs::remove_file(&path);
+        let (mut m, _) = machine();
+        // Without a disk the channel reads 0 (no drive), not all-ones.
+        assert_eq!(m.io_in(0x1F7, IoSize::Byte), 0);
+        m.attach_disk(drive.unwrap());
+        assert!(m.disk_flush_handle().is_some());
+        init_pics(&mut m, 0xFB, 0xBF);
+        assert_eq!(m.io_in(0x3F6, IoSize::Byte), 0x50, "DRDY | DSC");
+        // READ SECTORS, LBA 2, one sector.
+        for (port, value) in [
+            (0x1F6, 0xE0),
+            (0x1F2, 1),
+            (0x1F3, 2),
+            (0x1F4, 0),
+            (0x1F5, 0),
+            (0x1F7, 0x20),
+        ] {
+            m.io_out(port, IoSize::Byte, value);
+        }
+        assert!(m.interrupt_pending());
+        assert_eq!(m.acknowledge_interrupt(), Some(0x2E), "IRQ 14 on the slave");
+        assert_eq!(m.io_in(0x1F7, IoSize::Byte), 0x58, "DRDY | DSC | DRQ");
+        let mut data = Vec::new();
+        for _ in 0..128 {
+            data.extend((m.io_in(0x1F0, IoSize::Word) as u16).to_le_bytes());
+        }
+        for _ in 0..64 {
+            data.extend(m.io_in(0x1F0, IoSize::Dword).to_le_bytes());
+        }
+        assert!(
+            data == image[1024..1536],
+            "sector 2 through 16- and 32-bit reads"
+        );
+        assert_eq!(m.io_in(0x1F0, IoSize::Byte), 0xFF);
+        m.io_out(0xA0, IoSize::Byte, 0x20);
+        m.io_out(0x20, IoSize::Byte, 0x20);
+        assert!(!m.interrupt_pending(), "the status read lowered IRQ 14");
+        // nIEN keeps the next command's interrupt off the line.
+        m.io_out(0x3F6, IoSize::Byte, 0x02);
+        m.io_out(0x1F7, IoSize::Byte, 0xE7);
+        assert!(!m.interrupt_pending());
+        m.io_out(0x3F6, IoSize::Byte, 0x00);
+        assert!(m.interrupt_pending());
+        assert_eq!(m.state().ata, m.ata().state());
+        m.flush_disk().unwrap();
         assert!(m.unknown_ports.is_empty(), "{:?}", m.unknown_ports);
     }
 

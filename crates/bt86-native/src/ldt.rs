@@ -13,6 +13,7 @@
 //! The guest never sees these selectors: segment-register reads are
 //! callouts that return the guest's own values.
 
+use std::collections::HashMap;
 use std::io;
 
 use bt86_cpu::{SegReg, Segment};
@@ -23,8 +24,6 @@ use crate::NativeError;
 /// LDT slots. Selector = slot << 3 | TI (4) | RPL 3.
 const SLOT_CODE: u16 = 1;
 const SLOT_MONITOR: u16 = 2;
-/// Data shadows: slot 3 + the segment register's number (ES 0, SS 2, DS 3, FS 4).
-const SLOT_DATA_BASE: u16 = 3;
 
 const fn selector(slot: u16) -> u16 {
     slot << 3 | 4 | 3
@@ -38,14 +37,9 @@ pub const MONITOR_SELECTOR: u16 = selector(SLOT_MONITOR);
 /// Linux's 64-bit user code selector (__USER_CS), the target of every exit.
 pub const HOST_CODE64_SELECTOR: u16 = 0x33;
 
-/// Shadow selector for a guest data segment register.
-pub fn shadow_selector(reg: SegReg) -> u16 {
-    selector(SLOT_DATA_BASE + reg as u16)
-}
-
 /// Linux's `struct user_desc` (asm/ldt.h), the argument of `modify_ldt`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct UserDesc {
     entry_number: u32,
     base_addr: u32,
@@ -66,9 +60,30 @@ impl UserDesc {
 
 }
 
+/// First LDT slot of the shadow pool.
+const POOL_START: u16 = 8;
+/// Number of shadow slots. A kernel and its user programs use a handful of
+/// distinct segments; the pool only has to hold the working set.
+const POOL_SLOTS: u16 = 64;
+
 /// The process's LDT, as far as bt86 uses it.
+///
+/// Shadows live in a pool of slots, one per distinct shadow descriptor,
+/// and stay installed: when a guest switches between its kernel's and its
+/// user programs' segments (every system call and interrupt from ring 3),
+/// the monitor only changes which selector it loads, instead of rewriting
+/// a descriptor with a `modify_ldt` system call each time.
 pub struct Ldt {
-    installed: [Option<UserDesc>; 8],
+    /// The descriptor installed in each pool slot.
+    pool: Vec<Option<UserDesc>>,
+    /// Pool slot of each shadow descriptor (keyed with slot number 0).
+    by_desc: HashMap<UserDesc, u16>,
+    /// The slots the four shadowed registers use now (never evicted), and
+    /// the shadow descriptors in them.
+    in_use: [u16; 4],
+    current: [Option<UserDesc>; 4],
+    /// Where the search for a slot to reuse starts.
+    next_victim: u16,
     /// Number of `modify_ldt` calls made, for `--stats`.
     pub writes: u64,
 }
@@ -76,26 +91,69 @@ pub struct Ldt {
 impl Ldt {
     /// Installs the code and monitor descriptors.
     pub fn new() -> Result<Ldt, NativeError> {
-        let mut ldt = Ldt { installed: [None; 8], writes: 0 };
-        ldt.write(UserDesc::new(SLOT_CODE, 0, 0xF_FFFF, CONTENTS_CODE, true, false, true))?;
-        ldt.write(UserDesc::new(SLOT_MONITOR, MONITOR_BASE, MONITOR_SIZE / 4096 - 1, CONTENTS_DATA, true, false, true))?;
+        let mut ldt = Ldt {
+            pool: vec![None; usize::from(POOL_SLOTS)],
+            by_desc: HashMap::new(),
+            in_use: [0; 4],
+            current: [None; 4],
+            next_victim: 0,
+            writes: 0,
+        };
+        ldt.install(UserDesc::new(SLOT_CODE, 0, 0xF_FFFF, CONTENTS_CODE, true, false, true))?;
+        ldt.install(UserDesc::new(SLOT_MONITOR, MONITOR_BASE, MONITOR_SIZE / 4096 - 1, CONTENTS_DATA, true, false, true))?;
         Ok(ldt)
     }
 
-    /// Makes the shadow of guest segment register `reg` match `seg`,
-    /// truncated below the monitor area. Returns the selector to load.
+    /// The selector of a shadow of guest segment `seg` (held in guest
+    /// register `reg`), truncated below the monitor area, installing it in
+    /// a free or reusable pool slot if no slot holds it yet.
     pub fn shadow(&mut self, reg: SegReg, seg: &Segment) -> Result<u16, NativeError> {
-        let slot = SLOT_DATA_BASE + reg as u16;
-        let desc = truncated(slot, seg);
-        self.write(desc)?;
+        let which = match reg {
+            SegReg::Es => 0,
+            SegReg::Ss => 1,
+            SegReg::Ds => 2,
+            _ => 3,
+        };
+        let key = truncated(0, seg);
+        // Most updates change one register (SS on a ring switch); the
+        // others still have the shadow they had.
+        if self.current[which] == Some(key) {
+            return Ok(selector(self.in_use[which]));
+        }
+        let slot = match self.by_desc.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free_slot();
+                if let Some(old) = self.pool[usize::from(slot - POOL_START)].take() {
+                    self.by_desc.remove(&UserDesc { entry_number: 0, ..old });
+                }
+                self.install(UserDesc { entry_number: u32::from(slot), ..key })?;
+                self.pool[usize::from(slot - POOL_START)] = Some(key);
+                self.by_desc.insert(key, slot);
+                slot
+            }
+        };
+        self.in_use[which] = slot;
+        self.current[which] = Some(key);
         Ok(selector(slot))
     }
 
-    fn write(&mut self, desc: UserDesc) -> Result<(), NativeError> {
-        let slot = desc.entry_number as usize;
-        if self.installed[slot] == Some(desc) {
-            return Ok(());
+    /// A pool slot that is empty, or else the next one round the pool that
+    /// no shadowed register uses now.
+    fn free_slot(&mut self) -> u16 {
+        if let Some(i) = self.pool.iter().position(Option::is_none) {
+            return POOL_START + i as u16;
         }
+        loop {
+            let slot = POOL_START + self.next_victim;
+            self.next_victim = (self.next_victim + 1) % POOL_SLOTS;
+            if !self.in_use.contains(&slot) {
+                return slot;
+            }
+        }
+    }
+
+    fn install(&mut self, desc: UserDesc) -> Result<(), NativeError> {
         // SAFETY: modify_ldt(1, ptr, size) reads one `struct user_desc` of
         // `size` bytes from `ptr`, which points at a live local value. It
         // changes only this process's LDT, whose slots bt86 owns.
@@ -105,7 +163,6 @@ impl Ldt {
         if r != 0 {
             return Err(NativeError::Ldt(io::Error::last_os_error()));
         }
-        self.installed[slot] = Some(desc);
         self.writes += 1;
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod direct;
 pub mod ldt;
 pub mod measure;
 pub mod measure_host;
+pub mod shutdown;
 pub mod signals;
 pub mod switch;
 pub mod timer;

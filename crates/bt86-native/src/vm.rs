@@ -128,6 +128,12 @@ pub struct Vm {
     /// Set by `sti` (and iret/popf) enabling interrupts: one more
     /// instruction runs before an interrupt is taken.
     interrupt_shadow: bool,
+    /// The devices need bringing up to date: the guest talked to them (port
+    /// I/O, an emulated access) since the last `advance_to`, or
+    /// `device_deadline` passed. Between those, nothing in the devices can
+    /// change, so the run loop skips the work.
+    devices_touched: bool,
+    device_deadline: Option<u64>,
 }
 
 /// Reads guest code for the translator: paging is off, so linear =
@@ -199,6 +205,8 @@ impl Vm {
             timer,
             armed_for: None,
             interrupt_shadow: false,
+            devices_touched: true,
+            device_deadline: None,
         })
     }
 
@@ -292,7 +300,11 @@ impl Vm {
             // here, between translation units, when the guest allows it
             // (brief §4.7).
             let now = self.now_ns();
-            self.machine.advance_to(now);
+            if self.devices_touched || self.device_deadline.is_some_and(|at| now >= at) {
+                self.machine.advance_to(now);
+                self.device_deadline = self.machine.next_deadline();
+                self.devices_touched = false;
+            }
             if let Some(exit) = self.take_interrupt()? {
                 return Ok(exit);
             }
@@ -377,7 +389,7 @@ impl Vm {
     /// Arms the host timer for the next device deadline, so that a guest
     /// spinning in chained code still comes back for its interrupt.
     fn arm_timer(&mut self, now: u64) {
-        let next = self.machine.next_deadline();
+        let next = self.device_deadline;
         if next == self.armed_for && next.is_none_or(|at| at > now) {
             return;
         }
@@ -552,6 +564,9 @@ impl Vm {
                     }
                     ExitKind::Callout { eip, insn, reason } => {
                         self.count_exit("callout");
+                        // Any callout may reach a device (port I/O, a far
+                        // pointer read from MMIO, an EOI).
+                        self.devices_touched = true;
                         *self.stats.callouts.entry(reason.class()).or_default() += 1;
                         self.cpu.eip = eip;
                         self.callout(&insn, reason, trap_flag)
@@ -710,6 +725,7 @@ impl Vm {
     /// access may be one the monitor must carry out itself.
     fn memory_fault(&mut self, trapno: u32, err: u32, addr: u32, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let page = addr >> 12;
+        self.devices_touched = true;
         // A write to a page holding translated code (page-fault error code
         // bit 1 = write). Small kernels keep data beside code on one page,
         // so most such writes do not touch translated bytes at all: emulate

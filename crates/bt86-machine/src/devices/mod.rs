@@ -1,16 +1,20 @@
-//! Device models: the chips a guest programs through I/O ports.
+//! Device models: the chips a guest programs through I/O ports or
+//! memory-mapped registers.
 //!
 //! Each device is written in the style of rust-vmm's vm-superio: it is
 //! generic over where its output goes and over the interrupt line it drives,
 //! its registers and bits are named constants, and its complete state can be
 //! copied out into a plain struct and back, so that a VM can be suspended and
 //! resumed exactly. Devices never touch host memory, guest RAM or the CPU;
-//! `Machine` routes port accesses to them.
+//! `Machine` routes port accesses to them, and memory accesses through its
+//! MMIO bus (`mmio.rs`).
 
+pub mod ata;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
 pub mod serial;
+pub mod testdev;
 pub mod time;
 
 /// One interrupt request line from a device to an interrupt controller.
