@@ -758,6 +758,7 @@ fn run_help_documents_every_option() {
         "-m <SIZE>",
         "--append <CMDLINE>",
         "--initrd <FILE>",
+        "--disk <FILE[,readonly]>",
         "--timeout <SECONDS>",
         "--stats",
         "--trace",
