@@ -29,7 +29,7 @@ use std::path::Path;
 
 use bt86_machine::Ram;
 
-pub use vm::{Exit, LogFlags, RunStats, Vm};
+pub use vm::{Counters, Exit, LogFlags, RunStats, Vm};
 
 /// Host failures of the monitor. Each message says what the user can do.
 #[derive(Debug, thiserror::Error)]
