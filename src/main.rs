@@ -103,8 +103,8 @@ struct RunArgs {
     /// Accepted for QEMU compatibility: bt86 has no display (`none`).
     #[arg(long, value_name = "none")]
     display: Option<String>,
-    /// Accepted for QEMU compatibility: bt86 always has QEMU's
-    /// `isa-debug-exit,iobase=0xf4,iosize=0x04`, and no other device.
+    /// As QEMU's -device: bt86 always has `isa-debug-exit,iobase=0xf4,iosize=0x04`,
+    /// and adds `pc-testdev` (its MMIO window at 0xFF000000) on request.
     #[arg(long, value_name = "DEVICE")]
     device: Vec<String>,
     /// Accepted for QEMU compatibility: bt86 never reboots; a triple fault
@@ -115,6 +115,9 @@ struct RunArgs {
     #[arg(long)]
     nographic: bool,
 }
+
+/// QEMU's test device: bt86 models its 64 KiB memory window at 0xFF000000.
+const PC_TESTDEV: &str = "pc-testdev";
 
 /// Checks the QEMU options bt86 accepts only in the one form it implements,
 /// so that a pasted QEMU command line either means the same thing or fails
@@ -134,9 +137,9 @@ fn check_qemu_compat(args: &RunArgs) -> Result<(), String> {
         let normalized: Vec<&str> = dev.split(',').collect();
         let is_debug_exit = normalized.first() == Some(&"isa-debug-exit")
             && normalized[1..].iter().all(|p| matches!(*p, "iobase=0xf4" | "iobase=0xF4" | "iosize=0x04" | "iosize=4" | "iosize=0x4"));
-        if !is_debug_exit {
+        if !is_debug_exit && dev != PC_TESTDEV {
             return Err(format!(
-                "-device {dev}: bt86 has no such device; it always has isa-debug-exit,iobase=0xf4,iosize=0x04 and nothing else"
+                "-device {dev}: bt86 has no such device; it has isa-debug-exit,iobase=0xf4,iosize=0x04 always, and {PC_TESTDEV} on request"
             ));
         }
     }
@@ -224,6 +227,12 @@ fn run(args: RunArgs) -> i32 {
             return e.status();
         }
     };
+    if args.device.iter().any(|d| d == PC_TESTDEV) {
+        if let Err(e) = vm.machine.add_pc_testdev() {
+            eprintln!("bt86: -device {PC_TESTDEV}: {e}");
+            return status::BAD_INPUT;
+        }
+    }
     if log != LogFlags::default() {
         let sink: Box<dyn Write + Send> = match &args.log_file {
             Some(path) => match File::create(path) {

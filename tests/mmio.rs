@@ -118,7 +118,6 @@ fn mmio_matches_qemu() {
 /// The same through the command line, with the QEMU option as QEMU spells
 /// it.
 #[test]
-#[ignore = "needs `bt86 run -device pc-testdev` (the CLI must call Machine::add_pc_testdev)"]
 fn mmio_matches_qemu_through_the_cli() {
     if qemu().is_none() {
         return;
