@@ -400,7 +400,9 @@ volatile uint32_t irq_user_esp;
 
 static void on_irq0(struct frame *f)
 {
-    if (!irq_seen) {
+    /* A tick can arrive before user_irq has recorded its ESP (IRQ 0 is
+     * unmasked before ring 3 is entered): only count ticks after that. */
+    if (!irq_seen && irq_user_esp != 0) {
         irq_cs = f->cs;
         irq_ss = f->ss;
         irq_below_esp0 = (f->cs & 3) && f->esp == irq_user_esp ? user_tss.esp0 - (uint32_t)&f->eip : 0;

@@ -164,8 +164,8 @@ pub struct Vm {
     /// armed for.
     timer: HostTimer,
     armed_for: Option<u64>,
-    /// Set by `sti` (and iret/popf) enabling interrupts: one more
-    /// instruction runs before an interrupt is taken.
+    /// Set by `sti` enabling interrupts: one more instruction runs before
+    /// an interrupt is taken.
     interrupt_shadow: bool,
     /// The devices need bringing up to date: the guest talked to them (port
     /// I/O, an emulated access) since the last `advance_to`, or
@@ -173,6 +173,9 @@ pub struct Vm {
     /// change, so the run loop skips the work.
     devices_touched: bool,
     device_deadline: Option<u64>,
+    /// Whether the PIC asserted INTR when the devices were last brought up
+    /// to date (it cannot change in between).
+    irq_pending: bool,
 }
 
 /// Reads guest code for the translator: paging is off, so linear =
@@ -246,6 +249,7 @@ impl Vm {
             interrupt_shadow: false,
             devices_touched: true,
             device_deadline: None,
+            irq_pending: false,
         })
     }
 
@@ -310,6 +314,9 @@ impl Vm {
     }
 
     fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
+        // The machine may have been driven from outside since the last run
+        // (a test or the debugger writing its ports).
+        self.devices_touched = true;
         let result = self.run_trips(limit);
         // Nothing may interrupt the monitor, or a direct call, once the run
         // is over.
@@ -343,6 +350,7 @@ impl Vm {
                 self.machine.advance_to(now);
                 self.device_deadline = self.machine.next_deadline();
                 self.devices_touched = false;
+                self.irq_pending = self.machine.interrupt_pending();
             }
             if let Some(exit) = self.take_interrupt()? {
                 return Ok(exit);
@@ -409,10 +417,12 @@ impl Vm {
             self.step_once = Some(self.cpu.eip);
             return Ok(None);
         }
-        if !self.cpu.interrupts_enabled() || !self.machine.interrupt_pending() {
+        if !self.cpu.interrupts_enabled() || !self.irq_pending {
             return Ok(None);
         }
-        let Some(vector) = self.machine.acknowledge_interrupt() else { return Ok(None) };
+        let acknowledged = self.machine.acknowledge_interrupt();
+        self.irq_pending = self.machine.interrupt_pending();
+        let Some(vector) = acknowledged else { return Ok(None) };
         self.stats.interrupts += 1;
         if self.log.int {
             let text = format!("int: hardware interrupt vector {vector:#04x} at eip {:#010x}", self.cpu.eip);
@@ -658,7 +668,12 @@ impl Vm {
                 }
                 match effect {
                     bt86_cpu::exec::Effect::Halt => self.cpu.halted = true,
-                    bt86_cpu::exec::Effect::InterruptsEnabled => self.interrupt_shadow = true,
+                    // Only sti holds interrupts off for one more
+                    // instruction (SDM Vol. 2B STI); popf and iret that set
+                    // IF let them in at once.
+                    bt86_cpu::exec::Effect::InterruptsEnabled if insn.mnemonic() == Mnemonic::Sti => {
+                        self.interrupt_shadow = true
+                    }
                     _ => {}
                 }
                 if software_int {
