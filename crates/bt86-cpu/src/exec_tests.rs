@@ -55,10 +55,7 @@ pub(crate) fn machine(cpl: u8) -> (Cpu, TestBus) {
     let mut bus = TestBus::new(0x10000);
     let mut cpu = Cpu::new();
     let gdt = gdt_entries();
-    for (i, raw) in gdt.iter().enumerate() {
-        bus.write_u64(GDT + 8 * i as u32, *raw);
-    }
-    cpu.gdtr = crate::state::DescriptorTable { base: GDT, limit: (gdt.len() * 8 - 1) as u16 };
+    bus.install_gdt(&mut cpu, GDT, &gdt);
     cpu.idtr = crate::state::DescriptorTable { base: IDT, limit: 0x7FF };
     for (vector, handler) in [(3u8, 0x7003u32), (4, 0x7004), (13, 0x700D), (0x80, 0x7080)] {
         bus.write_u64(IDT + 8 * u32::from(vector), encode_gate(0xE, SEL_CODE0, handler, 3, true));

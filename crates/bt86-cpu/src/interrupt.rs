@@ -313,11 +313,7 @@ mod tests {
             encode_segment(0, 0xFFFFF, 0xC0F2),
             encode_segment(0, 0xFFFF, 0x009A),
         ];
-        for (i, raw) in gdt.iter().enumerate() {
-            bus.write_u64(GDT + 8 * i as u32, *raw);
-        }
-        cpu.gdtr.base = GDT;
-        cpu.gdtr.limit = (gdt.len() * 8 - 1) as u16;
+        bus.install_gdt(&mut cpu, GDT, &gdt);
         cpu.idtr.base = IDT;
         cpu.idtr.limit = 256 * 8 - 1;
         cpu.seg[SegReg::Cs as usize] = crate::Segment::flat(0x08, 0xC09B);

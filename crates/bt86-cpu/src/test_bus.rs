@@ -37,6 +37,14 @@ impl TestBus {
         self.write_phys(GuestPhysAddr(addr), &value.to_le_bytes());
     }
 
+    /// Writes `descriptors` as a GDT at `base` and points `cpu.gdtr` at it.
+    pub fn install_gdt(&mut self, cpu: &mut crate::Cpu, base: u32, descriptors: &[u64]) {
+        for (i, raw) in descriptors.iter().enumerate() {
+            self.write_u64(base + 8 * i as u32, *raw);
+        }
+        cpu.gdtr = crate::state::DescriptorTable { base, limit: (descriptors.len() * 8 - 1) as u16 };
+    }
+
     pub fn read_u16(&mut self, addr: u32) -> u16 {
         let mut b = [0; 2];
         self.read_phys(GuestPhysAddr(addr), &mut b);

@@ -70,10 +70,7 @@ fn ring_machine(cpl: u8) -> (Cpu, TestBus) {
     let (mut cpu, mut bus) = machine(if cpl == 0 { 0 } else { 3 });
     let mut gdt = gdt_entries();
     gdt.extend(extra_gdt_entries());
-    for (i, raw) in gdt.iter().enumerate() {
-        bus.write_u64(GDT + 8 * i as u32, *raw);
-    }
-    cpu.gdtr.limit = (gdt.len() * 8 - 1) as u16;
+    bus.install_gdt(&mut cpu, GDT, &gdt);
     bus.write_u32(TSS_BASE + offset::ESP0, RING0_TOP);
     bus.write_u16(TSS_BASE + offset::SS0, SEL_DATA0);
     bus.write_u32(TSS_BASE + offset::ESP0 + 8, RING1_TOP);

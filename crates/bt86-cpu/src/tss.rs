@@ -187,11 +187,7 @@ mod tests {
             encode_segment(0, 0xFFFFF, 0xC013),
             encode_segment(0x3_0000, 0x0FFF, 0x0097),
         ];
-        for (i, raw) in gdt.iter().enumerate() {
-            bus.write_u64(GDT + 8 * i as u32, *raw);
-        }
-        cpu.gdtr.base = GDT;
-        cpu.gdtr.limit = (gdt.len() * 8 - 1) as u16;
+        bus.install_gdt(&mut cpu, GDT, &gdt);
         cpu.tr = Segment { selector: Selector(0x40), base: TSS, limit: tss_limit, access: 0x008B };
         cpu.seg[crate::SegReg::Cs as usize].selector = Selector(0x1B);
         (cpu, bus)
