@@ -598,12 +598,22 @@ fn pieces(addr: GuestPhysAddr, len: usize) -> impl Iterator<Item = (u32, usize, 
 
 impl Bus for Machine {
     fn read_phys(&mut self, addr: GuestPhysAddr, buf: &mut [u8]) {
+        // The common case, every descriptor, gate and stack access of the
+        // virtual CPU: wholly inside RAM.
+        if addr.0 as usize + buf.len() <= self.ram.size() as usize {
+            let _ = self.ram.read(addr, buf);
+            return;
+        }
         for (start, offset, len) in pieces(addr, buf.len()) {
             self.read_range(start, &mut buf[offset..offset + len]);
         }
     }
 
     fn write_phys(&mut self, addr: GuestPhysAddr, data: &[u8]) {
+        if addr.0 as usize + data.len() <= self.ram.size() as usize {
+            let _ = self.ram.write(addr, data);
+            return;
+        }
         for (start, offset, len) in pieces(addr, data.len()) {
             self.write_range(start, &data[offset..offset + len]);
         }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use bt86_cpu::emulate::{emulate, EmulateError};
 use bt86_cpu::interrupt::{deliver_exception, deliver_interrupt, Shutdown, Source};
 use bt86_cpu::state::{cr, flags, gpr};
-use bt86_cpu::{Cpu, Exception, SegReg, Vector};
+use bt86_cpu::{Cpu, Exception, SegReg, Segment, Vector};
 use bt86_machine::{Bus, GuestPhysAddr, Machine};
 use bt86_translate::layout::{vcpu, MONITOR_BASE, STUB_PAGE};
 use bt86_translate::{CalloutReason, CodeSource, ExitId, ExitKind, MapKind, Mode, TranslationCache, UnitId};
@@ -152,8 +152,10 @@ pub struct Vm {
     log_sink: Option<Box<dyn Write + Send>>,
     /// Guest pages write-protected for self-modifying-code detection.
     protected: HashSet<u32>,
-    /// Segment generation the shadows were last built for.
+    /// Segment generation the shadows were last built for, and the guest
+    /// DS, ES, FS and SS they were built from.
     shadow_generation: Option<u64>,
+    shadowed: [Option<Segment>; 4],
     /// Run the instruction at this EIP once in a single-step unit that does
     /// not protect its page (after a write to a code page).
     step_once: Option<u32>,
@@ -241,6 +243,7 @@ impl Vm {
             log_sink: None,
             protected: HashSet::new(),
             shadow_generation: None,
+            shadowed: [None; 4],
             step_once: None,
             deadline: None,
             started: Instant::now(),
@@ -501,15 +504,23 @@ impl Vm {
         if self.shadow_generation == Some(self.cpu.segment_generation) {
             return Ok(());
         }
-        for (reg, field) in [
+        for (i, (reg, field)) in [
             (SegReg::Ds, vcpu::GUEST_DS),
             (SegReg::Es, vcpu::GUEST_ES),
             (SegReg::Fs, vcpu::GUEST_FS),
             (SegReg::Ss, vcpu::GUEST_SS),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // A ring switch changes CS and SS; the others keep their shadow.
             let seg = *self.cpu.segment(reg);
+            if self.shadowed[i] == Some(seg) {
+                continue;
+            }
             let sel = self.ldt.shadow(reg, &seg)?;
             self.space.vcpu_write(field, &sel.to_le_bytes());
+            self.shadowed[i] = Some(seg);
         }
         // The guest-visible selectors, for inline `push sreg` / `mov r, sreg`.
         let mut selectors = [0u8; 24];
