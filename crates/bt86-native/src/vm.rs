@@ -166,6 +166,8 @@ pub struct Vm {
     /// armed for.
     timer: HostTimer,
     armed_for: Option<u64>,
+    /// Run one guest instruction per unit (the debugger's step).
+    stepping: bool,
     /// Set by `sti` enabling interrupts: one more instruction runs before
     /// an interrupt is taken.
     interrupt_shadow: bool,
@@ -250,6 +252,7 @@ impl Vm {
             timer,
             armed_for: None,
             interrupt_shadow: false,
+            stepping: false,
             devices_touched: true,
             device_deadline: None,
             irq_pending: false,
@@ -305,6 +308,18 @@ impl Vm {
     /// Runs at most `max_exits` trips through the monitor (for tests).
     pub fn run_steps(&mut self, max_exits: u64) -> Result<Exit, NativeError> {
         self.run_loop(Some(max_exits))
+    }
+
+    /// Executes exactly one guest instruction (or takes one pending
+    /// interrupt or exception on the way), from a single-instruction
+    /// translation unit that is never chained or cached: the run control a
+    /// debugger's `step` needs. Returns [`Exit::StepLimit`] when the
+    /// instruction completed and the guest can go on.
+    pub fn step_instruction(&mut self) -> Result<Exit, NativeError> {
+        self.stepping = true;
+        let result = self.run_loop(Some(1));
+        self.stepping = false;
+        result
     }
 
     fn mode(&self, single_step: bool) -> Mode {
@@ -394,7 +409,7 @@ impl Vm {
             // one instruction per unit and come back (SDM Vol. 3A §17.3.1.4).
             let trap_flag = self.cpu.eflags & flags::TF != 0;
             let step_once = self.step_once.take() == Some(self.cpu.eip);
-            let mode = self.mode(trap_flag || step_once);
+            let mode = self.mode(trap_flag || step_once || self.stepping);
             let unit = self.unit_for(self.cpu.eip, mode, !step_once)?;
             self.arm_timer(now);
             self.enter(unit)?;
