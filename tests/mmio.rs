@@ -15,11 +15,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{diff, guest, qemu, run_bt86, run_qemu, GUEST_PASS};
+use common::{diff, guest, qemu, run_bt86, run_qemu, SharedBuf, GUEST_PASS};
 
 /// The QEMU option that adds the device the guest needs.
 const QEMU_TESTDEV: &[&str] = &["-device", "pc-testdev"];
@@ -61,22 +59,6 @@ fn qemu_runs_the_mmio_guest_and_it_needs_the_device() {
     );
 }
 
-/// A serial output the test can read after the VM wrote to it.
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuf {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// bt86 in this process, with the device added to the machine directly,
 /// against QEMU. This is the only test in this file that builds a VM in

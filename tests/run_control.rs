@@ -7,24 +7,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use bt86::{Exit, RunConfig};
 
-/// A serial sink the test can read afterwards.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct Outcome {
     exit: Exit,
@@ -40,7 +24,7 @@ fn run(stepwise: bool) -> Outcome {
         append: "workload=fib n=12".to_string(),
         ..RunConfig::default()
     };
-    let serial = Captured::default();
+    let serial = common::SharedBuf::default();
     let mut vm = bt86::build_vm(&config, Box::new(serial.clone())).expect("the VM builds");
     let mut steps = 0;
     let exit = if stepwise {

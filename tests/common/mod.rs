@@ -192,3 +192,20 @@ fn split_lines(bytes: &[u8]) -> Vec<String> {
         .map(|line| line.escape_ascii().to_string())
         .collect()
 }
+
+/// A serial output a test can read after an in-process VM wrote to it
+/// (for tests that build the VM with `bt86::build_vm` rather than run the
+/// binary).
+#[derive(Clone, Default)]
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub struct SharedBuf(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

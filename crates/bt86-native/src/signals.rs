@@ -144,6 +144,13 @@ fn timer_signal(gregs: &mut [libc::greg_t; 23], rip: u64, cs: u64) {
         page.add(vcpu::FAULT_RIP as usize).cast::<u64>().write_volatile(rip);
         page.add(vcpu::EXIT_ID as usize).cast::<u32>().write_volatile(ExitId::ASYNC.0);
     }
+    redirect_to_landing(gregs);
+}
+
+/// Rewrites the interrupted context so that sigreturn resumes in the
+/// landing pad, in 64-bit mode, with every guest register as it was.
+/// CSGSFS packs CS in its low 16 bits.
+fn redirect_to_landing(gregs: &mut [libc::greg_t; 23]) {
     gregs[libc::REG_RIP as usize] = i64::from(LANDING);
     let csgsfs = gregs[libc::REG_CSGSFS as usize] as u64;
     gregs[libc::REG_CSGSFS as usize] = ((csgsfs & !0xFFFF) | u64::from(HOST_CODE64_SELECTOR)) as i64;
@@ -189,11 +196,9 @@ pub unsafe extern "C" fn bt86_signal_handler(sig: libc::c_int, info: *mut libc::
             page.add(vcpu::FAULT_RIP as usize).cast::<u64>().write_volatile(rip);
             page.add(vcpu::EXIT_ID as usize).cast::<u32>().write_volatile(ExitId::FAULT.0);
         }
-        // Resume in the landing pad, in 64-bit mode, with every guest
-        // register as the fault left it. CSGSFS packs CS in its low 16 bits.
-        gregs[libc::REG_RIP as usize] = i64::from(LANDING);
-        let csgsfs = gregs[libc::REG_CSGSFS as usize] as u64;
-        gregs[libc::REG_CSGSFS as usize] = ((csgsfs & !0xFFFF) | u64::from(HOST_CODE64_SELECTOR)) as i64;
+        // Resume in the landing pad with every guest register as the fault
+        // left it.
+        redirect_to_landing(gregs);
         return;
     }
     // Not a guest fault: give the signal back to whoever had it before.
