@@ -1292,7 +1292,7 @@ mod tests {
         // Every function's first instruction starts a unit.
         for guest in &guests {
             for &(start, _) in &guest.functions {
-                assert!(tc.lookup(start, Mode::default()).is_some(), "{}: no unit at {start:#x}", guest.name);
+                assert!(tc.lookup(start, Mode::default(), start >> 12).is_some(), "{}: no unit at {start:#x}", guest.name);
             }
         }
     }

@@ -171,6 +171,12 @@ pub struct PageWalk {
     /// monitor may map the page writable only when it is set, so that the
     /// first write comes back here to set it.
     pub dirty: bool,
+    /// The A bit of the entry that maps the page, after this access:
+    /// always set after [`walk`]; after [`probe`], whether the guest
+    /// already used the page. A monitor fills mappings ahead of the guest
+    /// only for pages whose A bit is set, so that filling one never
+    /// changes what the guest can observe.
+    pub accessed: bool,
     /// The page-directory entry used.
     pub pde_addr: GuestPhysAddr,
     /// The page-table entry used; `None` for a 4 MiB page.
@@ -287,6 +293,7 @@ fn walk_tables(
         if !permits(user, writable, access, wp) {
             return Err(fault(error_code::P));
         }
+        let accessed = commit || pde & entry::A != 0;
         let pde = set_bits(bus, pde_addr, pde, leaf_bits, commit);
         let offset = linear.0 & (PAGE_SIZE_4M - 1);
         return Ok(PageWalk {
@@ -297,6 +304,7 @@ fn walk_tables(
             user,
             global: pge && pde & entry::G != 0,
             dirty: pde & entry::D != 0,
+            accessed,
             pde_addr,
             pte_addr: None,
         });
@@ -318,6 +326,7 @@ fn walk_tables(
     if !permits(user, writable, access, wp) {
         return Err(fault(error_code::P));
     }
+    let accessed = commit || pte & entry::A != 0;
     let pte = set_bits(bus, pte_addr, pte, leaf_bits, commit);
     let offset = linear.0 & (PAGE_SIZE_4K - 1);
     Ok(PageWalk {
@@ -328,6 +337,7 @@ fn walk_tables(
         user,
         global: pge && pte & entry::G != 0,
         dirty: pte & entry::D != 0,
+        accessed,
         pde_addr,
         pte_addr: Some(pte_addr),
     })

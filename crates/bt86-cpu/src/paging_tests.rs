@@ -129,11 +129,19 @@ fn a_walk_reports_the_page_and_the_entries_it_used() {
             // G is ignored: CR4.PGE is not in the model.
             global: false,
             dirty: false,
+            // The walk itself set it.
+            accessed: true,
             pde_addr: GuestPhysAddr(PDE_AT),
             pte_addr: Some(GuestPhysAddr(PTE_AT)),
         }
     );
     assert_eq!(w.phys_base(), GuestPhysAddr(0x5000));
+    // A probe reports the A bit as the guest left it, and leaves it alone.
+    bus.write_u32(PTE_AT, 0x5000 | P | US);
+    assert!(!probe(&cpu, &mut bus, LinearAddr(LIN), USR_R).unwrap().accessed);
+    assert_eq!(bus.read_u32(PTE_AT) & entry::A, 0);
+    bus.write_u32(PTE_AT, 0x5000 | P | US | entry::A);
+    assert!(probe(&cpu, &mut bus, LinearAddr(LIN), USR_R).unwrap().accessed);
     assert!(w.allows(USR_R, true));
     assert!(!w.allows(USR_W, false));
     assert!(!w.allows(SUP_W, true));
@@ -202,7 +210,9 @@ fn accessed_and_dirty_bits_are_written_once_and_in_order() {
     let cpu = paged_cpu(false, false);
     let probed = probe(&cpu, &mut bus, LinearAddr(LIN), SUP_W);
     assert!(bus.writes.is_empty());
-    assert_eq!(probed, walk(&cpu, &mut bus, LinearAddr(LIN), SUP_W));
+    // ... except for the A bit the walk is about to set.
+    let walked = walk(&cpu, &mut bus, LinearAddr(LIN), SUP_W);
+    assert_eq!(probed.map(|w| PageWalk { accessed: true, ..w }), walked);
     bus.inner.write_u32(PTE_AT, 0);
     bus.writes.clear();
     assert_eq!(probe(&cpu, &mut bus, LinearAddr(LIN), USR_R), Err(Exception::PageFault { addr: LIN, code: 4 }));

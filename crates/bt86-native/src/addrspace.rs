@@ -71,25 +71,94 @@ impl AddressSpace {
     }
 
     fn map_ram(&mut self, ram: &File) -> Result<(), NativeError> {
-        let len = self.ram_size as usize - LOW;
-        // SAFETY: the target range [4 KiB, ram_size) lies inside our own
-        // reservation (ram_size is below MONITOR_BASE, checked by the
-        // machine), so MAP_FIXED replaces only PROT_NONE pages we own. The
-        // file is at least ram_size bytes long.
+        debug_assert_eq!(ram.as_raw_fd(), self.ram_fd);
+        self.map_identity().map_err(|e| NativeError::Map("guest RAM", e))
+    }
+
+    /// Maps guest RAM at its physical addresses, read-write: the layout
+    /// while the guest runs with paging off.
+    pub fn map_identity(&mut self) -> io::Result<()> {
+        let pages = self.ram_size / PAGE as u32 - 1;
+        self.map_frames(1, 1, pages, true)
+    }
+
+    /// Maps `count` guest frames starting at `frame` at guest-linear pages
+    /// starting at `page`, read-only or read-write: a shadow mapping (brief
+    /// §4.6), or the identity layout of RAM. One `mmap` call, however many
+    /// pages: frames that follow each other in RAM are mapped as one run.
+    pub fn map_frames(&mut self, page: u32, frame: u32, count: u32, writable: bool) -> io::Result<()> {
+        let (addr, len) = self.guest_range(page, count)?;
+        let end = u64::from(frame) + u64::from(count);
+        if end * PAGE as u64 > u64::from(self.ram_size) {
+            return Err(io::Error::other(format!("frames {frame:#x}+{count} lie outside guest RAM")));
+        }
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        // SAFETY: `guest_range` checked that the target lies inside our own
+        // reservation and below the monitor area, so MAP_FIXED replaces
+        // only guest mappings this object owns, which no Rust reference
+        // points into (the machine reaches RAM through its own mapping).
+        // The file holds ram_size bytes, which covers the range (checked).
+        let p = unsafe {
+            libc::mmap(addr, len, prot, libc::MAP_SHARED | libc::MAP_FIXED, self.ram_fd, (frame as usize * PAGE) as libc::off_t)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping from `count` guest-linear pages starting at
+    /// `page`, leaving the reservation's `PROT_NONE` behind.
+    pub fn unmap_pages(&mut self, page: u32, count: u32) -> io::Result<()> {
+        let (addr, len) = self.guest_range(page, count)?;
+        // SAFETY: as in `map_frames`, the range is guest space inside our
+        // reservation; an anonymous PROT_NONE NORESERVE mapping commits no
+        // memory and restores the reservation as it was made.
         let p = unsafe {
             libc::mmap(
-                LOW as *mut libc::c_void,
+                addr,
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                ram.as_raw_fd(),
-                LOW as libc::off_t,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(NativeError::Map("guest RAM", io::Error::last_os_error()));
+            return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Removes every guest mapping below the monitor area.
+    pub fn unmap_guest(&mut self) -> io::Result<()> {
+        self.unmap_pages(1, (MONITOR_BASE as usize / PAGE) as u32 - 1)
+    }
+
+    /// Makes `count` mapped guest-linear pages from `page` read-only or
+    /// read-write.
+    pub fn protect_pages(&mut self, page: u32, count: u32, writable: bool) -> io::Result<()> {
+        let (addr, len) = self.guest_range(page, count)?;
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        // SAFETY: the range is guest space inside our reservation (checked);
+        // changing its protection cannot affect memory Rust code holds
+        // references to.
+        let r = unsafe { libc::mprotect(addr, len, prot) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The host range of `count` guest-linear pages from `page`, which must
+    /// lie in [4 KiB, MONITOR_BASE).
+    fn guest_range(&self, page: u32, count: u32) -> io::Result<(*mut libc::c_void, usize)> {
+        let start = page as usize * PAGE;
+        let end = start + count as usize * PAGE;
+        if count == 0 || start < LOW || end > MONITOR_BASE as usize {
+            return Err(io::Error::other(format!("pages {page:#x}+{count} are not guest space")));
+        }
+        Ok((start as *mut libc::c_void, end - start))
     }
 
     fn map_monitor(&mut self) -> Result<(), NativeError> {

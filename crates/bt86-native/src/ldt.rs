@@ -105,16 +105,18 @@ impl Ldt {
     }
 
     /// The selector of a shadow of guest segment `seg` (held in guest
-    /// register `reg`), truncated below the monitor area, installing it in
-    /// a free or reusable pool slot if no slot holds it yet.
-    pub fn shadow(&mut self, reg: SegReg, seg: &Segment) -> Result<u16, NativeError> {
+    /// register `reg`), truncated below linear address `ceiling` (the
+    /// monitor area, or at CPL 3 with paging the lowest supervisor page
+    /// mapped), installing it in a free or reusable pool slot if no slot
+    /// holds it yet.
+    pub fn shadow(&mut self, reg: SegReg, seg: &Segment, ceiling: u32) -> Result<u16, NativeError> {
         let which = match reg {
             SegReg::Es => 0,
             SegReg::Ss => 1,
             SegReg::Ds => 2,
             _ => 3,
         };
-        let key = truncated(0, seg);
+        let key = truncated(0, seg, ceiling);
         // Most updates change one register (SS on a ring switch); the
         // others still have the shadow they had.
         if self.current[which] == Some(key) {
@@ -170,8 +172,9 @@ impl Ldt {
 
 /// Builds the shadow descriptor for a guest segment: same base, same
 /// 16/32-bit size, same writability, and a limit truncated so that
-/// base + limit < MONITOR_BASE.
-fn truncated(slot: u16, seg: &Segment) -> UserDesc {
+/// base + limit < `ceiling` (at most MONITOR_BASE).
+fn truncated(slot: u16, seg: &Segment, ceiling: u32) -> UserDesc {
+    let ceiling = ceiling.min(MONITOR_BASE);
     // Segments the shadow cannot represent safely get a descriptor that
     // lets nothing through natively: base 0, limit 0. Every access then
     // faults (offset 0 is linear page 0, which the host never maps) and is
@@ -180,10 +183,10 @@ fn truncated(slot: u16, seg: &Segment) -> UserDesc {
     // covers null (unusable) selectors, segments based inside the monitor
     // area, and expand-down segments, whose valid range runs up to 4 GiB
     // and so cannot be cut short of the monitor area by a limit.
-    if seg.access == 0 || !seg.is_present() || seg.base >= MONITOR_BASE || seg.is_expand_down() {
+    if seg.access == 0 || !seg.is_present() || seg.base >= ceiling || seg.is_expand_down() {
         return UserDesc::new(slot, 0, 0, CONTENTS_DATA, true, false, false);
     }
-    let room = MONITOR_BASE - 1 - seg.base; // highest offset below the monitor
+    let room = ceiling - 1 - seg.base; // highest offset below the ceiling
     let limit = seg.limit.min(room);
     // The descriptor limit field has 20 bits: byte granular up to 1 MiB,
     // page granular above. Rounding a page-granular limit down only makes
@@ -203,20 +206,26 @@ mod tests {
     #[test]
     fn flat_segments_are_truncated_below_the_monitor() {
         let flat = Segment::flat(0x10, 0xC093);
-        let d = truncated(6, &flat);
+        let d = truncated(6, &flat, MONITOR_BASE);
         assert_eq!(d.base_addr, 0);
         // Page granular: (0xFFBFFFFF + 1) / 4096 - 1.
         assert_eq!(d.limit, 0xFFBFF);
         assert_eq!(d.flags & 1 << 4, 1 << 4);
         let high = Segment { base: 0xFFB0_0000, ..flat };
-        let d = truncated(6, &high);
+        let d = truncated(6, &high, MONITOR_BASE);
         let size = if d.flags & 1 << 4 != 0 { (u64::from(d.limit) + 1) * 4096 } else { u64::from(d.limit) + 1 };
         assert_eq!(u64::from(d.base_addr) + size, u64::from(MONITOR_BASE));
         let small = Segment { limit: 0xFFF, ..flat };
-        assert_eq!(truncated(6, &small).limit, 0xFFF);
+        assert_eq!(truncated(6, &small, MONITOR_BASE).limit, 0xFFF);
         let null = Segment::default();
-        assert_eq!((truncated(6, &null).base_addr, truncated(6, &null).limit), (0, 0));
+        assert_eq!((truncated(6, &null, MONITOR_BASE).base_addr, truncated(6, &null, MONITOR_BASE).limit), (0, 0));
+        // At CPL 3 with paging, the limit stops below the lowest
+        // supervisor page; a segment based above it lets nothing through.
+        let d = truncated(6, &flat, 0x0010_0000);
+        assert_eq!((d.limit, d.flags & 1 << 4), (0xFFFFF, 0));
+        let d = truncated(6, &Segment { base: 0x0020_0000, ..flat }, 0x0010_0000);
+        assert_eq!((d.base_addr, d.limit), (0, 0));
         let read_only = Segment::flat(0x10, 0xC091);
-        assert_eq!(truncated(6, &read_only).flags & 1 << 3, 1 << 3);
+        assert_eq!(truncated(6, &read_only, MONITOR_BASE).flags & 1 << 3, 1 << 3);
     }
 }

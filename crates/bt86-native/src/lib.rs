@@ -17,6 +17,8 @@ pub mod direct;
 pub mod ldt;
 pub mod measure;
 pub mod measure_host;
+pub mod runctl;
+pub mod shadow;
 pub mod shutdown;
 pub mod signals;
 pub mod switch;
@@ -30,6 +32,7 @@ use std::path::Path;
 use bt86_machine::Ram;
 
 pub use vm::{Counters, Exit, LogFlags, RunStats, Vm};
+pub use runctl::{BreakAddr, Event, ExitView, InsnView, RunLimit, Stop, UnitView, WatchKind};
 
 /// Host failures of the monitor. Each message says what the user can do.
 #[derive(Debug, thiserror::Error)]

@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use bt86_cpu::emulate::{emulate, EmulateError};
 use bt86_cpu::interrupt::{deliver_exception, deliver_interrupt, Shutdown, Source};
+use bt86_cpu::paging::{self, PageAccess, PageWalk};
 use bt86_cpu::state::{cr, flags, gpr};
-use bt86_cpu::{Cpu, Exception, SegReg, Segment, Vector};
+use bt86_cpu::{Cpu, Exception, LinearAddr, SegReg, Segment, Vector};
 use bt86_machine::{Bus, GuestPhysAddr, Machine};
 use bt86_translate::layout::{vcpu, MONITOR_BASE, STUB_PAGE};
 use bt86_translate::{CalloutReason, CodeSource, ExitId, ExitKind, MapKind, Mode, TranslationCache, UnitId};
@@ -26,8 +27,23 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 
 use crate::addrspace::AddressSpace;
 use crate::ldt::{self, Ldt};
+use crate::shadow::{Mapping, Shadow};
 use crate::timer::{self, HostTimer};
 use crate::{signals, switch, NativeError};
+
+/// Hidden faults fill the guest pages around the faulting one in aligned
+/// groups of this many pages (64 KiB).
+const FILL_GROUP: u32 = 16;
+
+/// What a host page fault with paging on turned out to be.
+enum Fill {
+    /// A hidden fault: the page is mapped now; run the instruction again.
+    Done,
+    /// The guest's own page fault.
+    Guest(Exception),
+    /// An access the monitor carries out itself.
+    Emulate,
+}
 
 /// The longest `hlt` sleep before the run loop looks at the clock again
 /// (so that a --timeout deadline is noticed).
@@ -138,28 +154,38 @@ pub struct RunStats {
     pub protected_pages: u64,
     /// `modify_ldt` calls made to update shadow segments.
     pub ldt_writes: u64,
+    /// Shadow page mappings (paging guests).
+    pub shadow: crate::shadow::ShadowStats,
 }
 
 /// A virtual machine on this host.
 pub struct Vm {
-    space: AddressSpace,
+    pub(crate) space: AddressSpace,
     ldt: Ldt,
-    tc: TranslationCache,
+    pub(crate) tc: TranslationCache,
     pub cpu: Cpu,
     pub machine: Machine,
     pub stats: RunStats,
     pub log: LogFlags,
     log_sink: Option<Box<dyn Write + Send>>,
-    /// Guest pages write-protected for self-modifying-code detection.
-    protected: HashSet<u32>,
-    /// Segment generation the shadows were last built for, and the guest
-    /// DS, ES, FS and SS they were built from.
+    /// Guest frames write-protected for self-modifying-code detection:
+    /// frames that hold translated code.
+    pub(crate) protected: HashSet<u32>,
+    /// The shadow page mappings, used while the guest runs with CR0.PG
+    /// set; `paged_layout` says whether the host holds them now (rather
+    /// than RAM at its physical addresses).
+    shadow: Shadow,
+    paged_layout: bool,
+    /// Segment generation the shadows were last built for, the ceiling
+    /// they were truncated at, and the guest DS, ES, FS and SS they were
+    /// built from.
     shadow_generation: Option<u64>,
+    shadow_ceiling: u32,
     shadowed: [Option<Segment>; 4],
     /// Run the instruction at this EIP once in a single-step unit that does
     /// not protect its page (after a write to a code page).
     step_once: Option<u32>,
-    deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
     /// When the VM started: virtual time 0 for the devices.
     started: Instant,
     /// The host timer for asynchronous exits, and the device deadline it is
@@ -180,16 +206,46 @@ pub struct Vm {
     /// Whether the PIC asserted INTR when the devices were last brought up
     /// to date (it cannot change in between).
     irq_pending: bool,
+    /// Breakpoints, watchpoints and the event log (see `runctl`).
+    pub(crate) debug: crate::runctl::DebugState,
 }
 
-/// Reads guest code for the translator: paging is off, so linear =
-/// physical, and every address reads as the bus says (RAM, or the
-/// unassigned value).
-struct GuestCode<'a>(&'a mut Machine);
+/// Reads guest code for the translator and the emulator, as the CPU
+/// fetches it: through the guest's page tables when paging is on (with the
+/// fetch rights of the current CPL, and without setting A bits: the run
+/// loop's own fetch walk did that), else at physical = linear. Every
+/// address reads as the bus says (RAM, or the unassigned value).
+struct GuestCode<'a> {
+    machine: &'a mut Machine,
+    cpu: &'a Cpu,
+}
+
+impl GuestCode<'_> {
+    fn translate(&mut self, linear: u32) -> Option<u32> {
+        if !self.cpu.paging_enabled() {
+            return Some(linear);
+        }
+        let access = PageAccess::fetch(self.cpu.cpl() == 3);
+        paging::probe(self.cpu, self.machine, LinearAddr(linear), access).ok().map(|w| w.phys.0)
+    }
+}
 
 impl CodeSource for GuestCode<'_> {
     fn read_code(&mut self, eip: u32, buf: &mut [u8]) {
-        self.0.read_phys(GuestPhysAddr(eip), buf);
+        let mut done = 0;
+        while done < buf.len() {
+            let at = eip.wrapping_add(done as u32);
+            let chunk = ((0x1000 - (at & 0xFFF)) as usize).min(buf.len() - done);
+            match self.translate(at) {
+                Some(phys) => self.machine.read_phys(GuestPhysAddr(phys), &mut buf[done..done + chunk]),
+                None => buf[done..done + chunk].fill(0),
+            }
+            done += chunk;
+        }
+    }
+
+    fn frame(&mut self, page: u32) -> Option<u32> {
+        self.translate(page << 12).map(|phys| phys >> 12)
     }
 }
 
@@ -244,7 +300,10 @@ impl Vm {
             log: LogFlags::default(),
             log_sink: None,
             protected: HashSet::new(),
+            shadow: Shadow::default(),
+            paged_layout: false,
             shadow_generation: None,
+            shadow_ceiling: MONITOR_BASE,
             shadowed: [None; 4],
             step_once: None,
             deadline: None,
@@ -256,6 +315,7 @@ impl Vm {
             devices_touched: true,
             device_deadline: None,
             irq_pending: false,
+            debug: Default::default(),
         })
     }
 
@@ -282,10 +342,14 @@ impl Vm {
     /// test or the debugger writing RAM through the machine).
     pub fn flush_translations(&mut self) -> Result<(), NativeError> {
         self.tc.flush(&mut self.space.monitor());
-        for page in std::mem::take(&mut self.protected) {
-            self.space.protect_page(page, true).map_err(NativeError::Protect)?;
+        for frame in std::mem::take(&mut self.protected) {
+            if self.paged_layout {
+                self.shadow.drop_frame(&mut self.space, frame).map_err(NativeError::Protect)?;
+            } else {
+                self.space.protect_page(frame, true).map_err(NativeError::Protect)?;
+            }
         }
-        Ok(())
+        self.debug_reprotect_all()
     }
 
     /// Makes every translation unit end before the given guest addresses
@@ -322,7 +386,7 @@ impl Vm {
         result
     }
 
-    fn mode(&self, single_step: bool) -> Mode {
+    pub(crate) fn mode(&self, single_step: bool) -> Mode {
         let cr0 = self.cpu.cr0;
         Mode {
             fpu_trap: cr0 & (cr::CR0_TS | cr::CR0_EM) != 0,
@@ -331,11 +395,12 @@ impl Vm {
         }
     }
 
-    fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
+    pub(crate) fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
         // The machine may have been driven from outside since the last run
         // (a test or the debugger writing its ports).
         self.devices_touched = true;
         let result = self.run_trips(limit);
+        self.stats.shadow = self.shadow.stats;
         // Nothing may interrupt the monitor, or a direct call, once the run
         // is over.
         self.timer.disarm();
@@ -388,14 +453,9 @@ impl Vm {
                     None => return Ok(Exit::Halted { eip: self.cpu.eip, interrupts_enabled: true }),
                 }
             }
-            // Shadow page tables are not built yet: running with paging on
-            // natively would use the wrong mappings, so stop plainly.
-            if self.cpu.cr0 & cr::CR0_PG != 0 {
-                return Ok(Exit::Unsupported(format!(
-                    "the guest turned paging on (CR0 = {:#010x}) at EIP {:#010x}; shadow page tables are not built yet",
-                    self.cpu.cr0, self.cpu.eip
-                )));
-            }
+            // The host layout follows CR0.PG: RAM at its physical
+            // addresses, or shadow mappings of the guest's page tables.
+            self.sync_layout()?;
             // Units are keyed by EIP and fetched at linear address EIP: the
             // code segment must be based at 0, as in every flat-model kernel.
             let cs_base = self.cpu.segment(SegReg::Cs).base;
@@ -410,7 +470,18 @@ impl Vm {
             let trap_flag = self.cpu.eflags & flags::TF != 0;
             let step_once = self.step_once.take() == Some(self.cpu.eip);
             let mode = self.mode(trap_flag || step_once || self.stepping);
-            let unit = self.unit_for(self.cpu.eip, mode, !step_once)?;
+            if self.debug_stop_before_unit() {
+                return Ok(Exit::StepLimit);
+            }
+            // The fetch itself may fault (paging): deliver that #PF.
+            let frame = match self.code_frame(self.cpu.eip) {
+                Ok(frame) => frame,
+                Err(exception) => match self.deliver(exception)? {
+                    Some(exit) => return Ok(exit),
+                    None => continue,
+                },
+            };
+            let unit = self.unit_for(self.cpu.eip, frame, mode, !step_once)?;
             self.arm_timer(now);
             self.enter(unit)?;
             if let Some(exit) = self.handle_exit(trap_flag)? {
@@ -447,8 +518,9 @@ impl Vm {
             self.log_line(&text);
         }
         self.cpu.halted = false;
+        let from = self.cpu.eip;
         match deliver_interrupt(&mut self.cpu, &mut self.machine, Vector(vector), Source::External) {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(self.debug_delivered(true, vector, from, "hardware interrupt")),
             Err(exception) => self.deliver(exception),
         }
     }
@@ -467,19 +539,28 @@ impl Vm {
         self.armed_for = next;
     }
 
-    /// Finds or translates the unit for `eip` in `mode`; write-protects the
-    /// guest pages it was translated from unless told not to.
-    fn unit_for(&mut self, eip: u32, mode: Mode, protect: bool) -> Result<UnitId, NativeError> {
-        if let Some(id) = self.tc.lookup(eip, mode) {
-            return Ok(id);
+    /// Finds or translates the unit for `eip` in `mode`, fetched from
+    /// physical frame `frame` (see [`Vm::code_frame`]); write-protects the
+    /// frames it was translated from unless told not to.
+    pub(crate) fn unit_for(&mut self, eip: u32, frame: u32, mode: Mode, protect: bool) -> Result<UnitId, NativeError> {
+        if let Some(id) = self.tc.lookup(eip, mode, frame) {
+            if self.second_frame_current(id) {
+                return Ok(id);
+            }
         }
-        let (id, _flushed) = self.tc.translate(&mut self.space.monitor(), &mut GuestCode(&mut self.machine), eip, mode);
-        let (start, end) = (self.tc.unit(id).guest_start, self.tc.unit(id).guest_end);
+        let mut code = GuestCode { machine: &mut self.machine, cpu: &self.cpu };
+        let (id, _flushed) = self.tc.translate(&mut self.space.monitor(), &mut code, eip, mode);
+        let frames = self.tc.unit(id).frames.clone();
+        if frames.len() > 1 && self.cpu.paging_enabled() {
+            // Its last instruction was fetched from the next page too.
+            let next = (eip & !0xFFF).wrapping_add(0x1000);
+            let _ = paging::walk(&self.cpu, &mut self.machine, LinearAddr(next), PageAccess::fetch(self.cpu.cpl() == 3));
+        }
         if protect && !mode.single_step {
-            let last = end.wrapping_sub(1).max(start) >> 12;
-            for page in start >> 12..=last {
-                if self.protected.insert(page) {
-                    self.space.protect_page(page, false).map_err(NativeError::Protect)?;
+            for &frame in frames.iter() {
+                if self.protected.insert(frame) {
+                    self.write_protect(frame)?;
+                    self.debug_reprotect(frame)?;
                     self.stats.protected_pages += 1;
                 }
             }
@@ -488,6 +569,169 @@ impl Vm {
             self.log_unit(id);
         }
         Ok(id)
+    }
+
+    /// Whether a unit whose last instruction runs onto a second page still
+    /// finds the same frame there (its first frame is part of its key).
+    fn second_frame_current(&mut self, id: UnitId) -> bool {
+        let u = self.tc.unit(id);
+        let Some(&second) = u.frames.get(1) else { return true };
+        let page = (u.guest_start >> 12).wrapping_add(1);
+        GuestCode { machine: &mut self.machine, cpu: &self.cpu }.frame(page) == Some(second)
+    }
+
+    /// The physical frame the instruction at `eip` is fetched from, with
+    /// the checks and the A bits of a real fetch: a #PF if its page, or the
+    /// next page when the instruction runs onto it, cannot be fetched at
+    /// the current CPL. Without paging the frame is `eip >> 12`.
+    pub(crate) fn code_frame(&mut self, eip: u32) -> Result<u32, Exception> {
+        if !self.cpu.paging_enabled() {
+            return Ok(eip >> 12);
+        }
+        let access = PageAccess::fetch(self.cpu.cpl() == 3);
+        let walk = paging::walk(&self.cpu, &mut self.machine, LinearAddr(eip), access)?;
+        let left = (0x1000 - (eip & 0xFFF)) as usize;
+        if left < 15 {
+            let mut bytes = [0u8; 15];
+            self.machine.read_phys(walk.phys, &mut bytes[..left]);
+            let mut decoder = Decoder::with_ip(32, &bytes[..left], u64::from(eip), DecoderOptions::NONE);
+            let _ = decoder.decode();
+            if decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
+                let next = eip.wrapping_add(left as u32);
+                paging::walk(&self.cpu, &mut self.machine, LinearAddr(next), access)?;
+            }
+        }
+        Ok(walk.phys.0 >> 12)
+    }
+
+    /// Makes `frame` read-only in the host wherever it is mapped: it holds
+    /// translated code now.
+    fn write_protect(&mut self, frame: u32) -> Result<(), NativeError> {
+        if self.paged_layout {
+            self.shadow.write_protect_frame(&mut self.space, frame).map_err(NativeError::Protect)
+        } else {
+            self.space.protect_page(frame, false).map_err(NativeError::Protect)
+        }
+    }
+
+    /// Switches the host layout between RAM at its physical addresses
+    /// (CR0.PG clear) and shadow mappings (CR0.PG set) when the guest
+    /// turned paging on or off.
+    fn sync_layout(&mut self) -> Result<(), NativeError> {
+        let paged = self.cpu.paging_enabled();
+        if paged == self.paged_layout {
+            return Ok(());
+        }
+        self.shadow.drop_all(&mut self.space).map_err(NativeError::Protect)?;
+        if !paged {
+            self.space.map_identity().map_err(NativeError::Protect)?;
+            for &frame in &self.protected {
+                self.space.protect_page(frame, false).map_err(NativeError::Protect)?;
+            }
+        }
+        self.paged_layout = paged;
+        self.tc.unlink_linear(&mut self.space.monitor());
+        Ok(())
+    }
+
+    /// CR3 was written (or paging rules changed): every shadow mapping and
+    /// every link that relied on one goes, as the TLB does.
+    fn address_space_changed(&mut self) -> Result<(), NativeError> {
+        if self.paged_layout {
+            self.shadow.drop_all(&mut self.space).map_err(NativeError::Protect)?;
+        }
+        self.tc.unlink_linear(&mut self.space.monitor());
+        Ok(())
+    }
+
+    /// `invlpg`: the page holding `linear` (4 KiB, or the whole 4 MiB page
+    /// it belongs to) loses its mapping.
+    fn invalidate_linear(&mut self, linear: u32) -> Result<(), NativeError> {
+        if self.paged_layout {
+            self.shadow.invalidate(&mut self.space, linear >> 12).map_err(NativeError::Protect)?;
+        }
+        self.tc.unlink_linear(&mut self.space.monitor());
+        Ok(())
+    }
+
+    /// A host page fault at `addr` with paging on: a hidden fault to fill,
+    /// a fault the guest must see, or an access to emulate.
+    fn hidden_fault(&mut self, write: bool, addr: u32) -> Result<Fill, NativeError> {
+        let page = addr >> 12;
+        let access = PageAccess { write, user: self.cpu.cpl() == 3, fetch: false };
+        let walk = match paging::walk(&self.cpu, &mut self.machine, LinearAddr(addr), access) {
+            Ok(walk) => walk,
+            Err(exception) => return Ok(Fill::Guest(exception)),
+        };
+        let frame = walk.phys.0 >> 12;
+        // Page 0 and the monitor area cannot hold a host mapping, and
+        // frames past RAM are devices or nothing: emulate. So is a
+        // supervisor write that only CR0.WP = 0 allows (a writable mapping
+        // would let CPL 3 write too), and a write to translated code.
+        if !self.mappable(page, frame) || (write && (!walk.writable || self.protected.contains(&frame))) {
+            return Ok(Fill::Emulate);
+        }
+        self.shadow.stats.hidden_faults += 1;
+        let writable = walk.writable && walk.dirty && !self.protected.contains(&frame);
+        if let Some(m) = self.shadow.get(page) {
+            if m.frame == frame && writable && !m.writable {
+                // The first write: the walk set D, the page may be written.
+                self.shadow.make_writable(&mut self.space, page).map_err(NativeError::Protect)?;
+                return Ok(Fill::Done);
+            }
+        }
+        self.fill_around(page, &walk, writable)?;
+        Ok(Fill::Done)
+    }
+
+    fn mappable(&self, page: u32, frame: u32) -> bool {
+        page != 0 && page < MONITOR_BASE >> 12 && frame < self.space.ram_size() >> 12
+    }
+
+    /// Maps `page` as `walk` found it, and with it the neighbours in its
+    /// aligned group of [`FILL_GROUP`] pages that the guest has already
+    /// used (A set) and that have the same U/S: one `mmap` per run of
+    /// consecutive frames, so that a program touching its pages in order
+    /// takes one hidden fault per group rather than per page (brief §4.5).
+    /// Pages whose A bit is clear are left to fault themselves, so that the
+    /// guest sees A set exactly on the pages it touched.
+    fn fill_around(&mut self, page: u32, walk: &PageWalk, writable: bool) -> Result<(), NativeError> {
+        let large = walk.page_size == paging::PAGE_SIZE_4M;
+        let mut runs: Vec<(u32, Mapping, u32)> = Vec::new();
+        let group = page & !(FILL_GROUP - 1);
+        for p in group..group + FILL_GROUP {
+            let mapping = if p == page {
+                Mapping { frame: walk.phys.0 >> 12, writable, user: walk.user, large }
+            } else {
+                if self.shadow.get(p).is_some() {
+                    continue;
+                }
+                let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(p << 12), PageAccess::read(false));
+                let Ok(w) = probe else { continue };
+                let frame = w.phys.0 >> 12;
+                if !w.accessed || w.user != walk.user || !self.mappable(p, frame) {
+                    continue;
+                }
+                let writable = w.writable && w.dirty && !self.protected.contains(&frame);
+                Mapping { frame, writable, user: w.user, large: w.page_size == paging::PAGE_SIZE_4M }
+            };
+            match runs.last_mut() {
+                Some((start, m, n)) if *start + *n == p && m.frame + *n == mapping.frame && m.writable == mapping.writable && m.large == mapping.large => *n += 1,
+                _ => runs.push((p, mapping, 1)),
+            }
+        }
+        for (start, mapping, count) in runs {
+            self.shadow.map_run(&mut self.space, start, mapping.frame, count, mapping).map_err(NativeError::Protect)?;
+        }
+        Ok(())
+    }
+
+    /// The frame a data access to `addr` reaches, if it can be found.
+    fn data_frame(&mut self, addr: u32) -> Option<u32> {
+        if !self.cpu.paging_enabled() {
+            return Some(addr >> 12);
+        }
+        paging::probe(&self.cpu, &mut self.machine, LinearAddr(addr), PageAccess::read(false)).ok().map(|w| w.phys.0 >> 12)
     }
 
     fn log_unit(&mut self, id: UnitId) {
@@ -516,6 +760,14 @@ impl Vm {
 
     /// Rebuilds the LDT shadows if a segment register changed.
     fn sync_shadows(&mut self) -> Result<(), NativeError> {
+        // At CPL 3 with paging, the segments also stop below the lowest
+        // supervisor page mapped (brief §4.6).
+        let ceiling = if self.paged_layout && self.cpu.cpl() == 3 { self.shadow.ceiling() } else { MONITOR_BASE };
+        if ceiling != self.shadow_ceiling {
+            self.shadow_ceiling = ceiling;
+            self.shadow_generation = None;
+            self.shadowed = [None; 4];
+        }
         if self.shadow_generation == Some(self.cpu.segment_generation) {
             return Ok(());
         }
@@ -533,7 +785,7 @@ impl Vm {
             if self.shadowed[i] == Some(seg) {
                 continue;
             }
-            let sel = self.ldt.shadow(reg, &seg)?;
+            let sel = self.ldt.shadow(reg, &seg, ceiling)?;
             self.space.vcpu_write(field, &sel.to_le_bytes());
             self.shadowed[i] = Some(seg);
         }
@@ -595,6 +847,7 @@ impl Vm {
     /// Acts on the exit that just happened. `trap_flag` says whether TF was
     /// set when the unit was entered (single-step mode).
     fn handle_exit(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+        self.debug_record_exit();
         let id = ExitId(self.space.vcpu_read(vcpu::EXIT_ID));
         self.stats.ib_hits = u64::from(self.space.vcpu_read(vcpu::IB_HITS));
         let result = match id {
@@ -617,9 +870,11 @@ impl Vm {
                 self.stats.ib_misses += 1;
                 let target = self.space.vcpu_read(vcpu::IB_TARGET);
                 self.cpu.eip = target;
-                if !trap_flag {
-                    let unit = self.unit_for(target, self.mode(false), true)?;
-                    self.tc.install_indirect(&mut self.space.monitor(), unit);
+                if !trap_flag && !self.debug_is_break(target) {
+                    if let Ok(frame) = self.code_frame(target) {
+                        let unit = self.unit_for(target, frame, self.mode(false), true)?;
+                        self.tc.install_indirect(&mut self.space.monitor(), unit);
+                    }
                 }
                 self.single_step_trap(trap_flag)
             }
@@ -628,11 +883,15 @@ impl Vm {
                     ExitKind::Branch { target } => {
                         self.count_exit("branch");
                         self.cpu.eip = target;
-                        if !trap_flag {
-                            let generation = self.tc.generation();
-                            let to = self.unit_for(target, self.mode(false), true)?;
-                            if self.tc.generation() == generation {
-                                self.tc.chain(&mut self.space.monitor(), id, to);
+                        // A target whose fetch faults is not chained: the
+                        // run loop delivers the #PF.
+                        if !trap_flag && !self.debug_is_break(target) {
+                            if let Ok(frame) = self.code_frame(target) {
+                                let generation = self.tc.generation();
+                                let to = self.unit_for(target, frame, self.mode(false), true)?;
+                                if self.tc.generation() == generation {
+                                    self.tc.chain(&mut self.space.monitor(), id, to);
+                                }
                             }
                         }
                         self.single_step_trap(trap_flag)
@@ -663,7 +922,7 @@ impl Vm {
     }
 
     /// After an instruction completed in single-step mode, the #DB trap.
-    fn single_step_trap(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
+    pub(crate) fn single_step_trap(&mut self, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         if !trap_flag {
             return Ok(None);
         }
@@ -700,6 +959,8 @@ impl Vm {
                     bt86_cpu::exec::Effect::InterruptsEnabled if insn.mnemonic() == Mnemonic::Sti => {
                         self.interrupt_shadow = true
                     }
+                    bt86_cpu::exec::Effect::AddressSpaceChanged => self.address_space_changed()?,
+                    bt86_cpu::exec::Effect::InvalidatePage(linear) => self.invalidate_linear(linear.0)?,
                     _ => {}
                 }
                 if software_int {
@@ -751,14 +1012,15 @@ impl Vm {
     }
 
     /// Delivers a guest exception through the guest's IDT.
-    fn deliver(&mut self, exception: Exception) -> Result<Option<Exit>, NativeError> {
+    pub(crate) fn deliver(&mut self, exception: Exception) -> Result<Option<Exit>, NativeError> {
         self.stats.exceptions.bump(exception.mnemonic());
         if self.log.int {
             let text = format!("int: {exception} at eip {:#010x}", self.cpu.eip);
             self.log_line(&text);
         }
+        let from = self.cpu.eip;
         match deliver_exception(&mut self.cpu, &mut self.machine, exception) {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(self.debug_delivered(false, exception.vector().0, from, &exception.to_string())),
             Err(shutdown) => Ok(Some(Exit::Shutdown(shutdown))),
         }
     }
@@ -810,25 +1072,43 @@ impl Vm {
     fn memory_fault(&mut self, trapno: u32, err: u32, addr: u32, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let page = addr >> 12;
         self.devices_touched = true;
-        // A write to a page holding translated code (page-fault error code
-        // bit 1 = write). Small kernels keep data beside code on one page,
-        // so most such writes do not touch translated bytes at all: emulate
-        // the write (through the monitor's own RAM mapping, which the
-        // protection does not cover) and drop the page's units only if
-        // their code really changed (brief §4.6).
-        if trapno == 14 && err & 2 != 0 && self.protected.contains(&page) {
+        if let Some(handled) = self.debug_watch_fault(trapno, addr, trap_flag)? {
+            return Ok(handled);
+        }
+        if self.paged_layout {
+            if trapno == 14 {
+                match self.hidden_fault(err & 2 != 0, addr)? {
+                    Fill::Done => return Ok(None),
+                    Fill::Guest(exception) => return self.deliver(exception),
+                    Fill::Emulate => {}
+                }
+            } else if self.cpu.cpl() == 3 && self.shadow.ceiling() < MONITOR_BASE {
+                // The shadow segments stop at the lowest supervisor page,
+                // and CPL 3 reached past it: perhaps a user page lies above
+                // that page. Drop the supervisor mappings, which lifts the
+                // ceiling, and run the instruction again natively. A real
+                // guest fault comes straight back and is emulated below.
+                self.shadow.drop_supervisor(&mut self.space).map_err(NativeError::Protect)?;
+                return Ok(None);
+            }
+        }
+        // A write to a frame holding translated code (page-fault error
+        // code bit 1 = write). Small kernels keep data beside code on one
+        // page, so most such writes do not touch translated bytes at all:
+        // emulate the write (through the monitor's own RAM mapping, which
+        // the protection does not cover) and drop the frame's units only
+        // if their code really changed (brief §4.6).
+        let frame = self.data_frame(addr);
+        if trapno == 14 && err & 2 != 0 && frame.is_some_and(|f| self.protected.contains(&f)) {
+            let frame = frame.unwrap_or(page);
             self.stats.smc_faults += 1;
             let insn = self.decode_at(self.cpu.eip);
             let repeated = insn.has_rep_prefix() || insn.has_repne_prefix();
             if !repeated {
-                match emulate(&mut self.cpu, &mut self.machine, &insn) {
-                    Ok(()) => {
+                match self.emulate_logged(&insn) {
+                    Ok(written) => {
                         self.stats.emulated_accesses += 1;
-                        for p in [page, page.wrapping_add(1)] {
-                            if self.protected.contains(&p) && !self.code_intact(p) {
-                                self.release_code_page(p)?;
-                            }
-                        }
+                        self.check_written_code(&written)?;
                         return self.single_step_trap(trap_flag);
                     }
                     Err(EmulateError::Exception(e)) => return self.deliver(e),
@@ -841,7 +1121,7 @@ impl Vm {
             // does not protect the page again, and translate what follows
             // afresh. A store into the running unit thus takes effect
             // before the next instruction.
-            self.release_code_page(page)?;
+            self.release_code_page(frame)?;
             self.step_once = Some(self.cpu.eip);
             return Ok(None);
         }
@@ -851,14 +1131,13 @@ impl Vm {
         // instruction against the real guest segments; bt86-cpu raises the
         // guest's own fault if there is one.
         let insn = self.decode_at(self.cpu.eip);
-        match emulate(&mut self.cpu, &mut self.machine, &insn) {
-            Ok(()) => {
+        match self.emulate_logged(&insn) {
+            Ok(written) => {
                 self.stats.emulated_accesses += 1;
-                // Code on a page the host cannot protect (page 0 is never
-                // mapped) may just have been rewritten by this access.
-                if self.tc.page_has_code(page) && !self.code_intact(page) {
-                    self.tc.invalidate_page(&mut self.space.monitor(), page);
-                }
+                // Code on a page the host cannot protect (page 0, the
+                // monitor area) may just have been rewritten by this
+                // access.
+                self.check_written_code(&written)?;
                 self.single_step_trap(trap_flag)
             }
             Err(EmulateError::Exception(e)) => self.deliver(e),
@@ -871,6 +1150,28 @@ impl Vm {
                 self.deliver(Exception::GeneralProtection(0))
             }
         }
+    }
+
+    /// Emulates one instruction, and returns the physical frames it wrote.
+    fn emulate_logged(&mut self, insn: &Instruction) -> Result<Vec<u32>, EmulateError> {
+        let mut bus = WriteLog { machine: &mut self.machine, frames: Vec::new() };
+        emulate(&mut self.cpu, &mut bus, insn)?;
+        Ok(bus.frames)
+    }
+
+    /// After an emulated write to `frames`: drops the translations whose
+    /// code it changed.
+    fn check_written_code(&mut self, frames: &[u32]) -> Result<(), NativeError> {
+        for &frame in frames {
+            if self.tc.page_has_code(frame) && !self.code_intact(frame) {
+                if self.protected.contains(&frame) {
+                    self.release_code_page(frame)?;
+                } else {
+                    self.tc.invalidate_page(&mut self.space.monitor(), frame);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pushes the direct-return stub's address as the return address of a
@@ -895,43 +1196,88 @@ impl Vm {
         self.space.monitor_bytes(addr - MONITOR_BASE, len)
     }
 
-    fn decode_at(&mut self, eip: u32) -> Instruction {
+    pub(crate) fn decode_at(&mut self, eip: u32) -> Instruction {
         let mut bytes = [0u8; 16];
-        self.machine.read_phys(GuestPhysAddr(eip), &mut bytes);
+        GuestCode { machine: &mut self.machine, cpu: &self.cpu }.read_code(eip, &mut bytes);
         let mut decoder = Decoder::with_ip(32, &bytes, u64::from(eip), DecoderOptions::NONE);
         decoder.decode()
     }
 
-    /// Whether every translated instruction from guest page `page` still
-    /// has the bytes it was translated from.
-    fn code_intact(&mut self, page: u32) -> bool {
-        let mut buf = [0u8; 16];
-        let units: Vec<UnitId> = self.tc.units_on_page(page).collect();
+    /// Whether every translated instruction from physical frame `frame`
+    /// still has the bytes it was translated from. Bytes are read from the
+    /// frames each unit was translated from, whatever the guest's page
+    /// tables say now.
+    pub(crate) fn code_intact(&mut self, frame: u32) -> bool {
+        let units: Vec<UnitId> = self.tc.units_on_page(frame).collect();
         for id in units {
-            for t in &self.tc.unit(id).insns {
-                let ip = t.insn.ip32();
-                let len = t.bytes().len();
-                self.machine.read_phys(GuestPhysAddr(ip), &mut buf[..len]);
-                if buf[..len] != *t.bytes() {
-                    return false;
+            let u = self.tc.unit(id);
+            let first_page = u.guest_start >> 12;
+            for t in &u.insns {
+                for (i, &byte) in t.bytes().iter().enumerate() {
+                    let linear = t.insn.ip32().wrapping_add(i as u32);
+                    let Some(&f) = u.frames.get((linear >> 12).wrapping_sub(first_page) as usize) else { return false };
+                    let mut now = [0u8];
+                    self.machine.read_phys(GuestPhysAddr(f << 12 | (linear & 0xFFF)), &mut now);
+                    if now[0] != byte {
+                        return false;
+                    }
                 }
             }
         }
         true
     }
 
-    /// Drops the units translated from `page` and lets the guest write it
+    /// Drops the units translated from `frame` and lets the guest write it
     /// freely until code from it is translated again.
-    fn release_code_page(&mut self, page: u32) -> Result<(), NativeError> {
-        self.tc.invalidate_page(&mut self.space.monitor(), page);
-        self.protected.remove(&page);
-        self.space.protect_page(page, true).map_err(NativeError::Protect)
+    pub(crate) fn release_code_page(&mut self, frame: u32) -> Result<(), NativeError> {
+        self.tc.invalidate_page(&mut self.space.monitor(), frame);
+        self.protected.remove(&frame);
+        if self.paged_layout {
+            // Its mappings come back writable (if the guest allows) on
+            // their next hidden fault.
+            self.shadow.drop_frame(&mut self.space, frame).map_err(NativeError::Protect)?;
+        } else {
+            self.space.protect_page(frame, true).map_err(NativeError::Protect)?;
+        }
+        self.debug_reprotect(frame)
     }
 
     /// Delivers a hardware interrupt now (for devices of later milestones
     /// and tests).
     pub fn inject_interrupt(&mut self, vector: Vector) -> Result<(), Exception> {
         deliver_interrupt(&mut self.cpu, &mut self.machine, vector, Source::External)
+    }
+}
+
+/// The machine as the emulator's bus, noting the frames written (guest
+/// memory and the A/D bits of page tables alike), so that translations of
+/// code it overwrote can be dropped.
+struct WriteLog<'a> {
+    machine: &'a mut Machine,
+    frames: Vec<u32>,
+}
+
+impl Bus for WriteLog<'_> {
+    fn read_phys(&mut self, addr: GuestPhysAddr, buf: &mut [u8]) {
+        self.machine.read_phys(addr, buf);
+    }
+
+    fn write_phys(&mut self, addr: GuestPhysAddr, data: &[u8]) {
+        let last = addr.0.wrapping_add(data.len().max(1) as u32 - 1) >> 12;
+        for frame in addr.0 >> 12..=last {
+            if !self.frames.contains(&frame) {
+                self.frames.push(frame);
+            }
+        }
+        self.machine.write_phys(addr, data);
+    }
+
+    fn io_in(&mut self, port: u16, size: bt86_machine::IoSize) -> u32 {
+        self.machine.io_in(port, size)
+    }
+
+    fn io_out(&mut self, port: u16, size: bt86_machine::IoSize, value: u32) {
+        self.machine.io_out(port, size, value)
     }
 }
 

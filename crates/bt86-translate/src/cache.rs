@@ -121,6 +121,9 @@ pub struct PlacedUnit {
     pub tc_len: u32,
     pub guest_start: u32,
     pub guest_end: u32,
+    /// The physical frames of the guest pages the unit's code came from
+    /// (one, or two when its last instruction runs across a page end).
+    pub frames: Box<[u32]>,
     pub mode: Mode,
     pub map: Box<[MapEntry]>,
     pub insns: Box<[TranslatedInsn]>,
@@ -164,13 +167,24 @@ pub struct TranslationStats {
     pub invalidated_units: u64,
     pub invalidated_pages: u64,
     pub flushes: u64,
+    /// Times the links that depend on linear mappings were cut (CR3
+    /// writes and `invlpg` with paging on).
+    pub unlinks: u64,
 }
 
 /// The translation cache.
 pub struct TranslationCache {
     units: Vec<PlacedUnit>,
-    by_key: FastMap<(u32, Mode), UnitId>,
-    by_page: FastMap<u32, Vec<UnitId>>,
+    /// Units by guest EIP, mode and the frame of their first page: with
+    /// paging, the same linear address in two address spaces holds two
+    /// units, and both stay usable across CR3 switches.
+    by_key: FastMap<(u32, Mode, u32), UnitId>,
+    /// Units by the physical frames their code came from.
+    by_frame: FastMap<u32, Vec<UnitId>>,
+    /// Chains whose two ends lie on different linear pages: cut when a
+    /// linear-to-physical mapping may change (see
+    /// [`TranslationCache::unlink_linear`]).
+    cross_page_chains: Vec<ExitId>,
     exits: Vec<ExitRecord>,
     /// Next free byte of the TC, as an offset from `MONITOR_BASE`.
     next: u32,
@@ -210,7 +224,8 @@ impl TranslationCache {
         let mut cache = TranslationCache {
             units: Vec::with_capacity(4096),
             by_key: FastMap::default(),
-            by_page: FastMap::default(),
+            by_frame: FastMap::default(),
+            cross_page_chains: Vec::new(),
             exits: Vec::with_capacity(8192),
             next: units_start,
             units_start,
@@ -263,8 +278,10 @@ impl TranslationCache {
         self.generation
     }
 
-    pub fn lookup(&self, eip: u32, mode: Mode) -> Option<UnitId> {
-        self.by_key.get(&(eip, mode)).copied()
+    /// The unit for guest EIP `eip` in `mode` whose first page came from
+    /// physical frame `frame` (without paging: `eip >> 12`).
+    pub fn lookup(&self, eip: u32, mode: Mode, frame: u32) -> Option<UnitId> {
+        self.by_key.get(&(eip, mode, frame)).copied()
     }
 
     pub fn unit(&self, id: UnitId) -> &PlacedUnit {
@@ -319,17 +336,18 @@ impl TranslationCache {
     pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
         let mut unit = std::mem::take(&mut self.scratch);
         translate_unit_into(&mut unit, src, eip, mode, &self.breaks);
+        let frames: Box<[u32]> = pages(unit.guest_start, unit.guest_end).map(|p| src.frame(p).unwrap_or(p)).collect();
         let mut flushed = Flushed(false);
         if self.next + unit.code.len() as u32 + 64 > TC_START + TC_SIZE {
             self.flush(mem);
             flushed = Flushed(true);
         }
-        let id = self.place(mem, &mut unit);
+        let id = self.place(mem, &mut unit, frames);
         self.scratch = unit;
         (id, flushed)
     }
 
-    fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit) -> UnitId {
+    fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit, frames: Box<[u32]>) -> UnitId {
         // Keep a unit's body (its code up to the first exit stub) inside one
         // 64-byte line when it fits in one: a small loop that straddles two
         // lines runs measurably slower (up to 2x for a tight matmul loop on
@@ -371,19 +389,20 @@ impl TranslationCache {
                 crate::Class::Fault(_) => *s.rewritten.entry("fault").or_default() += 1,
             }
         }
-        for page in pages(unit.guest_start, unit.guest_end) {
-            self.by_page.entry(page).or_default().push(id);
+        for &frame in frames.iter() {
+            self.by_frame.entry(frame).or_default().push(id);
         }
         // Single-step units are used once and translated afresh each time,
         // so they are never found by lookup.
         if !unit.mode.single_step {
-            self.by_key.insert((unit.guest_start, unit.mode), id);
+            self.by_key.insert((unit.guest_start, unit.mode, frames[0]), id);
         }
         self.units.push(PlacedUnit {
             tc,
             tc_len: unit.code.len() as u32,
             guest_start: unit.guest_start,
             guest_end: unit.guest_end,
+            frames,
             mode: unit.mode,
             map: unit.map.as_slice().into(),
             insns: unit.insns.as_slice().into(),
@@ -414,6 +433,10 @@ impl TranslationCache {
         mem.write(rec.stub.0 - MONITOR_BASE, &jmp);
         if let Some(site) = rec.branch_site {
             mem.write(site.0 - MONITOR_BASE, &rel32(site, to_unit.tc));
+        }
+        let (from_unit, to_unit) = (self.unit(rec.unit), self.unit(to));
+        if from_unit.guest_start >> 12 != to_unit.guest_start >> 12 || from_unit.frames.len() > 1 || to_unit.frames.len() > 1 {
+            self.cross_page_chains.push(exit);
         }
         self.exits[exit.0 as usize].chained_to = Some(to);
         self.units[to.0 as usize].incoming.push(exit);
@@ -451,78 +474,111 @@ impl TranslationCache {
         true
     }
 
-    /// Drops every unit with code on guest page `page` (a 4 KiB frame
-    /// number): un-chains the stubs that jump into them and clears their
-    /// IB-table slots. Their TC space is reclaimed at the next flush.
-    pub fn invalidate_page(&mut self, mem: &mut dyn MonitorMemory, page: u32) -> usize {
-        let Some(ids) = self.by_page.remove(&page) else { return 0 };
-        let mut count = 0;
-        for id in ids {
-            if !self.units[id.0 as usize].valid {
-                continue;
-            }
-            count += 1;
-            self.units[id.0 as usize].valid = false;
-            let u = &self.units[id.0 as usize];
-            if self.by_key.get(&(u.guest_start, u.mode)) == Some(&id) {
-                self.by_key.remove(&(u.guest_start, u.mode));
-            }
-            // Un-chain: put the original exit stubs back.
-            for exit in std::mem::take(&mut self.units[id.0 as usize].incoming) {
-                let rec = &mut self.exits[exit.0 as usize];
-                rec.chained_to = None;
-                let mut stub = Vec::with_capacity(emit::EXIT_STUB_LEN);
-                emit::exit_stub(&mut stub, exit.0);
-                mem.write(rec.stub.0 - MONITOR_BASE, &stub);
-                if let Some(site) = rec.branch_site {
-                    mem.write(site.0 - MONITOR_BASE, &rel32(site, rec.stub));
-                }
-            }
-            // Its own outgoing chains no longer matter, but the targets must
-            // forget them so a later invalidation does not patch dead code.
-            let u = &self.units[id.0 as usize];
-            for e in u.first_exit..u.first_exit + u.exit_count {
-                if let Some(target) = self.exits[e as usize].chained_to {
-                    self.units[target.0 as usize].incoming.retain(|x| x.0 != e);
-                }
-            }
-            let slot = self.units[id.0 as usize].guest_start as u16;
-            if self.ib_slots.get(&slot) == Some(&id) {
-                mem.write(IB_TABLE + u32::from(slot) * 4, &self.ib_miss.0.to_le_bytes());
-                self.ib_slots.remove(&slot);
-            }
-        }
+    /// Drops every unit with code from physical frame `frame`: un-chains
+    /// the stubs that jump into them and clears their IB-table slots. Their
+    /// TC space is reclaimed at the next flush.
+    pub fn invalidate_page(&mut self, mem: &mut dyn MonitorMemory, frame: u32) -> usize {
+        let Some(ids) = self.by_frame.remove(&frame) else { return 0 };
+        let count = ids.into_iter().filter(|&id| self.invalidate_unit(mem, id)).count();
         self.stats.invalidated_units += count as u64;
         self.stats.invalidated_pages += 1;
         count
     }
 
-    /// Whether any valid unit holds code from guest page `page`.
-    pub fn page_has_code(&self, page: u32) -> bool {
-        self.by_page.get(&page).is_some_and(|ids| ids.iter().any(|id| self.units[id.0 as usize].valid))
+    /// Drops one unit (see [`TranslationCache::invalidate_page`]); false if
+    /// it was already gone.
+    fn invalidate_unit(&mut self, mem: &mut dyn MonitorMemory, id: UnitId) -> bool {
+        if !self.units[id.0 as usize].valid {
+            return false;
+        }
+        self.units[id.0 as usize].valid = false;
+        let u = &self.units[id.0 as usize];
+        let key = (u.guest_start, u.mode, u.frames[0]);
+        if self.by_key.get(&key) == Some(&id) {
+            self.by_key.remove(&key);
+        }
+        // Un-chain: put the original exit stubs back.
+        for exit in std::mem::take(&mut self.units[id.0 as usize].incoming) {
+            self.unchain(mem, exit);
+        }
+        // Its own outgoing chains no longer matter, but the targets must
+        // forget them so a later invalidation does not patch dead code.
+        let u = &self.units[id.0 as usize];
+        for e in u.first_exit..u.first_exit + u.exit_count {
+            if let Some(target) = self.exits[e as usize].chained_to {
+                self.units[target.0 as usize].incoming.retain(|x| x.0 != e);
+            }
+        }
+        let slot = self.units[id.0 as usize].guest_start as u16;
+        if self.ib_slots.get(&slot) == Some(&id) {
+            mem.write(IB_TABLE + u32::from(slot) * 4, &self.ib_miss.0.to_le_bytes());
+            self.ib_slots.remove(&slot);
+        }
+        true
     }
 
-    /// The valid units with code from guest page `page`.
-    pub fn units_on_page(&self, page: u32) -> impl Iterator<Item = UnitId> + '_ {
-        self.by_page.get(&page).into_iter().flatten().copied().filter(|id| self.units[id.0 as usize].valid)
+    /// Puts exit stub `exit` back as it was before chaining.
+    fn unchain(&mut self, mem: &mut dyn MonitorMemory, exit: ExitId) {
+        let rec = &mut self.exits[exit.0 as usize];
+        rec.chained_to = None;
+        let mut stub = Vec::with_capacity(emit::EXIT_STUB_LEN);
+        emit::exit_stub(&mut stub, exit.0);
+        mem.write(rec.stub.0 - MONITOR_BASE, &stub);
+        if let Some(site) = rec.branch_site {
+            mem.write(site.0 - MONITOR_BASE, &rel32(site, rec.stub));
+        }
     }
 
-    /// Guest pages that hold translated code.
+    /// Forgets every link that was made for one linear-to-physical mapping:
+    /// chains between different linear pages, and the indirect-branch
+    /// table. For a CR3 write or `invlpg` with paging on.
+    ///
+    /// Units themselves stay: they are keyed by the frame of their code,
+    /// and the monitor checks that frame whenever it looks a unit up. A
+    /// chain between two units on the same linear page also stays, because
+    /// if that page now maps elsewhere the source unit is unreachable too:
+    /// the monitor's lookup will not return it, and every cross-page way in
+    /// is cut here.
+    pub fn unlink_linear(&mut self, mem: &mut dyn MonitorMemory) {
+        for exit in std::mem::take(&mut self.cross_page_chains) {
+            let Some(to) = self.exits[exit.0 as usize].chained_to else { continue };
+            self.units[to.0 as usize].incoming.retain(|x| *x != exit);
+            self.unchain(mem, exit);
+        }
+        let miss = self.ib_miss.0.to_le_bytes();
+        for (slot, _) in std::mem::take(&mut self.ib_slots) {
+            mem.write(IB_TABLE + u32::from(slot) * 4, &miss);
+        }
+        self.stats.unlinks += 1;
+    }
+
+    /// Whether any valid unit holds code from physical frame `frame`.
+    pub fn page_has_code(&self, frame: u32) -> bool {
+        self.by_frame.get(&frame).is_some_and(|ids| ids.iter().any(|id| self.units[id.0 as usize].valid))
+    }
+
+    /// The valid units with code from physical frame `frame`.
+    pub fn units_on_page(&self, frame: u32) -> impl Iterator<Item = UnitId> + '_ {
+        self.by_frame.get(&frame).into_iter().flatten().copied().filter(|id| self.units[id.0 as usize].valid)
+    }
+
+    /// Physical frames that hold translated code.
     pub fn code_pages(&self) -> impl Iterator<Item = u32> + '_ {
-        self.by_page.keys().copied()
+        self.by_frame.keys().copied()
     }
 
     /// Sets the guest addresses before which units must end, and drops
     /// every unit that runs across one of them so it is translated again.
     pub fn set_breaks(&mut self, mem: &mut dyn MonitorMemory, breaks: BTreeSet<u32>) {
-        let stale: BTreeSet<u32> = self
-            .units
-            .iter()
-            .filter(|u| u.valid && u.insns.iter().skip(1).any(|t| breaks.contains(&t.insn.ip32()) || self.breaks.contains(&t.insn.ip32())))
-            .map(|u| u.guest_start >> 12)
+        let stale: Vec<UnitId> = self
+            .units()
+            .filter(|(_, u)| u.valid && u.insns.iter().skip(1).any(|t| breaks.contains(&t.insn.ip32()) || self.breaks.contains(&t.insn.ip32())))
+            .map(|(id, _)| id)
             .collect();
-        for page in stale {
-            self.invalidate_page(mem, page);
+        for id in stale {
+            if self.invalidate_unit(mem, id) {
+                self.stats.invalidated_units += 1;
+            }
         }
         self.breaks = breaks;
     }
@@ -531,7 +587,8 @@ impl TranslationCache {
     pub fn flush(&mut self, mem: &mut dyn MonitorMemory) {
         self.units.clear();
         self.by_key.clear();
-        self.by_page.clear();
+        self.by_frame.clear();
+        self.cross_page_chains.clear();
         self.reset_exits();
         self.reset_ib_table(mem);
         self.next = self.units_start;
@@ -600,8 +657,8 @@ mod tests {
         assert_eq!(mem.at(stub, 5), emit::jmp_rel32(stub.0, tc.unit(u2).tc.0));
         assert_eq!(tc.invalidate_page(&mut mem, 0x2), 1);
         assert_eq!(mem.at(stub, 18), &before[..]);
-        assert_eq!(tc.lookup(0x2000, Mode::default()), None);
-        assert_eq!(tc.lookup(0x1000, Mode::default()), Some(u1));
+        assert_eq!(tc.lookup(0x2000, Mode::default(), 0x2), None);
+        assert_eq!(tc.lookup(0x1000, Mode::default(), 0x1), Some(u1));
     }
 
     #[test]

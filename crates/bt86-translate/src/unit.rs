@@ -24,11 +24,22 @@ use iced_x86::{ConditionCode, Decoder, DecoderOptions, Encoder, Instruction, Mem
 pub const MAX_UNIT_INSNS: usize = 12;
 
 /// Where translated code reads guest instruction bytes from. The native
-/// layer implements it over guest memory (through the page walker once
-/// paging exists); tests implement it over a byte slice.
+/// layer implements it over guest memory, through the guest's page tables
+/// when paging is on; tests implement it over a byte slice.
 pub trait CodeSource {
     /// Fills `buf` with the guest's code bytes at linear address `eip`.
+    /// Bytes on a page that [`CodeSource::frame`] calls unfetchable may be
+    /// anything: the translator never decodes them.
     fn read_code(&mut self, eip: u32, buf: &mut [u8]);
+
+    /// The physical frame that linear page `page` maps to, or `None` if an
+    /// instruction fetch from it would fault. Units are keyed and
+    /// invalidated by frame, so that code is found again after an address
+    /// space switch and a write through any alias of its frame drops it.
+    /// Without paging, the frame is the page itself.
+    fn frame(&mut self, page: u32) -> Option<u32> {
+        Some(page)
+    }
 }
 
 impl CodeSource for (u32, &[u8]) {
@@ -197,13 +208,30 @@ pub fn translate_unit_into(unit: &mut Unit, src: &mut dyn CodeSource, eip: u32, 
     let mut window = [0u8; MAX_UNIT_INSNS * 15 + 16];
     let window = &mut window[..cap * 15 + 16];
     src.read_code(eip, window);
-    let mut decoder = Decoder::with_ip(32, window, u64::from(eip), DecoderOptions::NONE);
+    // The caller made sure the first page is fetchable. If the next one is
+    // not, the decoder sees only the bytes up to the page end, and an
+    // instruction that runs across it ends the unit before it (below):
+    // entered on its own, its fetch then faults in the monitor with the
+    // exact #PF.
+    let to_page_end = (0x1000 - (eip & 0xFFF)) as usize;
+    let readable = if to_page_end < window.len() && src.frame((eip >> 12).wrapping_add(1)).is_none() {
+        to_page_end
+    } else {
+        window.len()
+    };
+    let mut decoder = Decoder::with_ip(32, &window[..readable], u64::from(eip), DecoderOptions::NONE);
     let mut pc = eip;
     loop {
         let at = pc.wrapping_sub(eip) as usize;
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&window[at..at + 16]);
         let insn = decoder.decode();
+        if insn.is_invalid() && decoder.last_error() == iced_x86::DecoderError::NoMoreBytes && pc != eip {
+            // Runs into a page that cannot be fetched: end before it.
+            b.exit(pc, ExitKind::Branch { target: pc });
+            b.unit.end = UnitEnd::PageBoundary;
+            break;
+        }
         let (class, len) = if insn.is_invalid() {
             (Class::Fault(undecodable(&bytes)), 0)
         } else {
