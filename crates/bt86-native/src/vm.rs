@@ -35,6 +35,14 @@ use crate::{signals, switch, NativeError};
 /// groups of this many pages (64 KiB).
 const FILL_GROUP: u32 = 16;
 
+/// Where the instruction at some EIP is fetched from.
+#[derive(Clone, Copy, Debug)]
+struct CodePage {
+    frame: u32,
+    /// CPL 3 may fetch from the page.
+    user: bool,
+}
+
 /// What a host page fault with paging on turned out to be.
 enum Fill {
     /// A hidden fault: the page is mapped now; run the instruction again.
@@ -585,8 +593,13 @@ impl Vm {
     /// next page when the instruction runs onto it, cannot be fetched at
     /// the current CPL. Without paging the frame is `eip >> 12`.
     pub(crate) fn code_frame(&mut self, eip: u32) -> Result<u32, Exception> {
+        self.code_page(eip).map(|page| page.frame)
+    }
+
+    /// [`Vm::code_frame`], and whether CPL 3 may fetch from the page.
+    fn code_page(&mut self, eip: u32) -> Result<CodePage, Exception> {
         if !self.cpu.paging_enabled() {
-            return Ok(eip >> 12);
+            return Ok(CodePage { frame: eip >> 12, user: true });
         }
         let access = PageAccess::fetch(self.cpu.cpl() == 3);
         let walk = paging::walk(&self.cpu, &mut self.machine, LinearAddr(eip), access)?;
@@ -601,7 +614,19 @@ impl Vm {
                 paging::walk(&self.cpu, &mut self.machine, LinearAddr(next), access)?;
             }
         }
-        Ok(walk.phys.0 >> 12)
+        Ok(CodePage { frame: walk.phys.0 >> 12, user: walk.user })
+    }
+
+    /// Whether a unit may be chained to one on `target`: not from a page
+    /// CPL 3 can run to a supervisor-only page, or CPL 3 could later follow
+    /// a chain the kernel made into kernel code without a fetch check.
+    fn may_chain(&mut self, from: UnitId, target: CodePage) -> bool {
+        if !self.cpu.paging_enabled() || target.user {
+            return true;
+        }
+        let start = self.tc.unit(from).guest_start;
+        let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(start), PageAccess::fetch(true));
+        probe.is_err()
     }
 
     /// Makes `frame` read-only in the host wherever it is mapped: it holds
@@ -822,6 +847,7 @@ impl Vm {
         regs[32..36].copy_from_slice(&self.cpu.eflags.to_le_bytes());
         self.space.vcpu_write(vcpu::GPR, &regs);
         self.space.vcpu_write(vcpu::ENTRY_TARGET, &target.to_le_bytes());
+        self.space.vcpu_write(vcpu::IB_USER, &u32::from(self.cpu.cpl() == 3).to_le_bytes());
         self.stats.entries += 1;
         signals::ASYNC_TC.store(&mut self.tc as *mut TranslationCache, Ordering::SeqCst);
         timer::IN_GUEST.store(true, Ordering::SeqCst);
@@ -871,9 +897,12 @@ impl Vm {
                 let target = self.space.vcpu_read(vcpu::IB_TARGET);
                 self.cpu.eip = target;
                 if !trap_flag && !self.debug_is_break(target) {
-                    if let Ok(frame) = self.code_frame(target) {
-                        let unit = self.unit_for(target, frame, self.mode(false), true)?;
-                        self.tc.install_indirect(&mut self.space.monitor(), unit);
+                    if let Ok(page) = self.code_page(target) {
+                        let unit = self.unit_for(target, page.frame, self.mode(false), true)?;
+                        // Kernel code is reached from CPL 3 only through
+                        // a fetch check: its IB entry is guarded.
+                        let guarded = self.cpu.paging_enabled() && !page.user;
+                        self.tc.install_indirect(&mut self.space.monitor(), unit, guarded);
                     }
                 }
                 self.single_step_trap(trap_flag)
@@ -886,10 +915,10 @@ impl Vm {
                         // A target whose fetch faults is not chained: the
                         // run loop delivers the #PF.
                         if !trap_flag && !self.debug_is_break(target) {
-                            if let Ok(frame) = self.code_frame(target) {
+                            if let Ok(page) = self.code_page(target) {
                                 let generation = self.tc.generation();
-                                let to = self.unit_for(target, frame, self.mode(false), true)?;
-                                if self.tc.generation() == generation {
+                                let to = self.unit_for(target, page.frame, self.mode(false), true)?;
+                                if self.tc.generation() == generation && self.may_chain(rec.unit, page) {
                                     self.tc.chain(&mut self.space.monitor(), id, to);
                                 }
                             }

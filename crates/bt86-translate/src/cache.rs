@@ -133,8 +133,10 @@ pub struct PlacedUnit {
     pub exit_count: u32,
     /// Exit stubs of other units chained into this one.
     pub incoming: Vec<ExitId>,
-    /// Its indirect-branch trampoline, once one was needed.
+    /// Its indirect-branch trampoline, once one was needed, and whether it
+    /// is guarded (hits only below CPL 3).
     pub trampoline: Option<TcAddr>,
+    pub trampoline_guarded: bool,
     /// Cleared by invalidation; the code stays until the next flush.
     pub valid: bool,
 }
@@ -411,6 +413,7 @@ impl TranslationCache {
             exit_count: unit.exits.len() as u32,
             incoming: Vec::new(),
             trampoline: None,
+            trampoline_guarded: false,
             valid: true,
         });
         id
@@ -446,24 +449,27 @@ impl TranslationCache {
 
     /// Makes indirect branches to unit `id` hit: gives it a trampoline and
     /// points its IB-table slot there (replacing whatever shared the slot).
-    pub fn install_indirect(&mut self, mem: &mut dyn MonitorMemory, id: UnitId) -> bool {
+    /// A `guarded` trampoline hits only below CPL 3 (for code on
+    /// supervisor-only pages; see [`emit::trampoline`]).
+    pub fn install_indirect(&mut self, mem: &mut dyn MonitorMemory, id: UnitId, guarded: bool) -> bool {
         let u = self.unit(id);
         if !u.valid || u.mode != Mode::default() {
             return false;
         }
         let (eip, unit_tc) = (u.guest_start, u.tc);
         let tramp = match u.trampoline {
-            Some(t) => t,
-            None => {
-                let probe = emit::trampoline(0, 0, 0, 0).len() as u32;
+            Some(t) if u.trampoline_guarded == guarded => t,
+            _ => {
+                let probe = emit::trampoline(0, 0, 0, 0, guarded).len() as u32;
                 if self.next + probe > TC_START + TC_SIZE {
                     return false;
                 }
                 let at = TcAddr(MONITOR_BASE + self.next);
-                let code = emit::trampoline(at.0, eip, unit_tc.0, self.ib_miss.0);
+                let code = emit::trampoline(at.0, eip, unit_tc.0, self.ib_miss.0, guarded);
                 mem.write(self.next, &code);
                 self.next = (self.next + code.len() as u32 + 15) & !15;
                 self.units[id.0 as usize].trampoline = Some(at);
+                self.units[id.0 as usize].trampoline_guarded = guarded;
                 self.stats.trampolines += 1;
                 at
             }

@@ -174,13 +174,43 @@ pub fn ib_miss_stub(out: &mut Vec<u8>, id: u32) {
 ///       mov edx, gs:[SCRATCH_EDX]
 ///       jmp unit                    ; E9 rel32
 /// ```
-pub fn trampoline(at: u32, eip: u32, unit: u32, miss: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&[0x8D, 0x89]);
-    push_u32(&mut out, eip.wrapping_neg());
-    out.extend_from_slice(&[0xE3, 11]); // over the next lea (6) and jmp (5)
-    out.extend_from_slice(&[0x8D, 0x89]);
-    push_u32(&mut out, eip);
+///
+/// A unit on a supervisor-only page gets a *guarded* trampoline, which
+/// hits only below CPL 3: otherwise a `ret` at CPL 3 could reach kernel
+/// code through an entry the kernel made, without the #PF the fetch owes.
+/// EDX is free here (the lookup parked it), so the guard folds the VCPU's
+/// CPL-3 flag (0 or 1) into the comparison, still without touching EFLAGS:
+///
+/// ```text
+///       mov edx, gs:[IB_USER]       ; 1 at CPL 3, else 0
+///       lea ecx, [ecx + edx - eip]  ; zero iff target == eip and edx == 0
+///       jecxz hit
+///       not edx                     ; -edx - 1, no flags
+///       lea ecx, [ecx + edx + eip + 1]  ; target back in ECX
+///       jmp miss
+/// ```
+///
+/// No other target can make ECX zero at CPL 3: a target reaches this
+/// trampoline only through the slot of its low 16 bits, so it equals `eip`
+/// modulo 2^16, and then ECX = target - eip + 1 is 1 modulo 2^16.
+pub fn trampoline(at: u32, eip: u32, unit: u32, miss: u32, guarded: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    if guarded {
+        out.extend_from_slice(&[GS, 0x8B, 0x15]);
+        push_u32(&mut out, vcpu::IB_USER);
+        out.extend_from_slice(&[0x8D, 0x8C, 0x11]); // lea ecx, [ecx + edx*1 + disp32]
+        push_u32(&mut out, eip.wrapping_neg());
+        out.extend_from_slice(&[0xE3, 14]); // over not (2), lea (7) and jmp (5)
+        out.extend_from_slice(&[0xF7, 0xD2]);
+        out.extend_from_slice(&[0x8D, 0x8C, 0x11]);
+        push_u32(&mut out, eip.wrapping_add(1));
+    } else {
+        out.extend_from_slice(&[0x8D, 0x89]);
+        push_u32(&mut out, eip.wrapping_neg());
+        out.extend_from_slice(&[0xE3, 11]); // over the next lea (6) and jmp (5)
+        out.extend_from_slice(&[0x8D, 0x89]);
+        push_u32(&mut out, eip);
+    }
     let here = at + out.len() as u32;
     out.extend_from_slice(&jmp_rel32(here, miss));
     out.extend_from_slice(&[GS, 0x8B, 0x0D]);
@@ -236,11 +266,21 @@ mod tests {
         let mut v = Vec::new();
         ib_dispatch(&mut v);
         assert_eq!(disasm(&v, 0), ["movzx edx,cx", "jmp dword ptr gs:[edx*4+10000h]"]);
-        let t = trampoline(0x1000, 0x0010_2030, 0x2000, 0x3000);
+        let t = trampoline(0x1000, 0x0010_2030, 0x2000, 0x3000, false);
         let lines = disasm(&t, 0x1000);
         assert_eq!(lines[0], "lea ecx,[ecx-102030h]");
         assert_eq!(lines[1], format!("jecxz {:08X}h", 0x1000 + 19));
         assert_eq!(lines[3], "jmp 00003000h");
+        assert_eq!(lines.last().unwrap(), "jmp 00002000h");
+        let t = trampoline(0x1000, 0x0010_2030, 0x2000, 0x3000, true);
+        let lines = disasm(&t, 0x1000);
+        assert_eq!(lines[0], "mov edx,gs:[0B8h]");
+        assert_eq!(lines[1], "lea ecx,[ecx+edx-102030h]");
+        assert_eq!(lines[2], format!("jecxz {:08X}h", 0x1000 + 33));
+        assert_eq!(lines[3], "not edx");
+        assert_eq!(lines[4], "lea ecx,[ecx+edx+102031h]");
+        assert_eq!(lines[5], "jmp 00003000h");
+        assert_eq!(lines[6], "mov ecx,gs:[34h]");
         assert_eq!(lines.last().unwrap(), "jmp 00002000h");
         let mut v = Vec::new();
         entry_trampoline(&mut v);

@@ -96,6 +96,10 @@ pub mod vcpu {
     /// `SegReg` order), zero-extended to 4 bytes, kept current by the
     /// monitor so that translated code can read them inline.
     pub const GUEST_SELECTORS: u32 = 0xA0;
+    /// 1 while the guest runs at CPL 3, else 0: read by the guarded
+    /// indirect-branch trampolines of supervisor code (see
+    /// `emit::trampoline`).
+    pub const IB_USER: u32 = 0xB8;
     /// The guest's FXSAVE image while the monitor runs (16-byte aligned).
     pub const GUEST_FX: u32 = 0x200;
 }
