@@ -276,7 +276,7 @@ mod tests {
         let lines = disasm(&t, 0x1000);
         assert_eq!(lines[0], "mov edx,gs:[0B8h]");
         assert_eq!(lines[1], "lea ecx,[ecx+edx-102030h]");
-        assert_eq!(lines[2], format!("jecxz {:08X}h", 0x1000 + 33));
+        assert_eq!(lines[2], format!("jecxz {:08X}h", 0x1000 + 30));
         assert_eq!(lines[3], "not edx");
         assert_eq!(lines[4], "lea ecx,[ecx+edx+102031h]");
         assert_eq!(lines[5], "jmp 00003000h");
