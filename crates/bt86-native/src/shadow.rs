@@ -61,8 +61,11 @@ pub struct ShadowStats {
     pub map_calls: u64,
     /// Writes that only set a page's D bit and made its mapping writable.
     pub dirty_upgrades: u64,
-    /// Times every mapping was dropped (CR3 writes, paging switched).
+    /// Address-space switches: CR3 writes, paging switched on or off.
     pub flushes: u64,
+    /// Mappings a CR3 write kept because the new page tables map the page
+    /// to the same frame with the same rights, already accessed.
+    pub kept_on_switch: u64,
     /// Pages dropped by `invlpg`.
     pub invlpg_drops: u64,
     /// Times the supervisor mappings were dropped so that CPL 3 could reach
@@ -208,7 +211,32 @@ impl Shadow {
         Ok(())
     }
 
-    /// Drops every mapping (a CR3 write: the whole TLB goes).
+    /// Keeps the mappings `keep` approves of and drops the others, in runs
+    /// (a CR3 write: see `Vm::address_space_changed`). Returns how many
+    /// were dropped.
+    pub fn retain(&mut self, space: &mut AddressSpace, mut keep: impl FnMut(u32, &Mapping) -> bool) -> io::Result<usize> {
+        let mut dropped: Vec<u32> = self.pages.iter().filter(|(page, m)| !keep(**page, m)).map(|(page, _)| *page).collect();
+        dropped.sort_unstable();
+        let mut i = 0;
+        while i < dropped.len() {
+            let start = dropped[i];
+            let mut n = 1;
+            while i + (n as usize) < dropped.len() && dropped[i + n as usize] == start + n {
+                n += 1;
+            }
+            for p in start..start + n {
+                self.forget(p);
+            }
+            space.unmap_pages(start, n)?;
+            i += n as usize;
+        }
+        self.large = self.pages.iter().filter(|(_, m)| m.large).map(|(page, _)| page >> 10).collect();
+        self.stats.flushes += 1;
+        self.stats.kept_on_switch += self.pages.len() as u64;
+        Ok(dropped.len())
+    }
+
+    /// Drops every mapping (paging turned on or off).
     pub fn drop_all(&mut self, space: &mut AddressSpace) -> io::Result<()> {
         self.pages.clear();
         self.by_frame.clear();

@@ -9,7 +9,7 @@
 //! fault into an emulated access, a self-modifying-code invalidation, or a
 //! guest exception delivered through the guest's IDT.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +34,26 @@ use crate::{signals, switch, NativeError};
 /// Hidden faults fill the guest pages around the faulting one in aligned
 /// groups of this many pages (64 KiB).
 const FILL_GROUP: u32 = 16;
+
+/// A CR3 write checks at most this many shadow mappings one by one; past
+/// that, dropping them all is cheaper.
+const MAX_KEPT_ON_SWITCH: usize = 8192;
+
+/// Whether shadow mapping `m` of linear page `page` is exactly what a
+/// hidden fault would map now, under the guest's current tables, without
+/// changing any A or D bit (see [`Vm::address_space_changed`]).
+fn still_mapped(cpu: &Cpu, machine: &mut Machine, page: u32, m: &Mapping) -> bool {
+    let Ok(w) = paging::probe(cpu, machine, LinearAddr(page << 12), PageAccess::read(false)) else { return false };
+    let mut pde = [0u8; 4];
+    machine.read_phys(w.pde_addr, &mut pde);
+    let pde_accessed = u32::from_le_bytes(pde) & 0x20 != 0;
+    w.phys.0 >> 12 == m.frame
+        && w.accessed
+        && pde_accessed
+        && w.user == m.user
+        && (w.page_size == paging::PAGE_SIZE_4M) == m.large
+        && (!m.writable || (w.writable && w.dirty))
+}
 
 /// Where the instruction at some EIP is fetched from.
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +204,10 @@ pub struct Vm {
     /// than RAM at its physical addresses).
     shadow: Shadow,
     paged_layout: bool,
+    /// Linear pages whose units chains or IB entries lead to or from, with
+    /// the frame and U/S they had then (`None`: unmapped): see
+    /// [`Vm::revalidate_links`].
+    linked_pages: HashMap<u32, Option<(u32, bool)>>,
     /// Segment generation the shadows were last built for, the ceiling
     /// they were truncated at, and the guest DS, ES, FS and SS they were
     /// built from.
@@ -310,6 +334,7 @@ impl Vm {
             protected: HashSet::new(),
             shadow: Shadow::default(),
             paged_layout: false,
+            linked_pages: HashMap::new(),
             shadow_generation: None,
             shadow_ceiling: MONITOR_BASE,
             shadowed: [None; 4],
@@ -617,6 +642,14 @@ impl Vm {
         Ok(CodePage { frame: walk.phys.0 >> 12, user: walk.user })
     }
 
+    fn note_unit_links(&mut self, id: UnitId) {
+        let u = self.tc.unit(id);
+        let (first, pages) = (u.guest_start >> 12, u.frames.len() as u32);
+        for page in first..first + pages {
+            self.note_link(page);
+        }
+    }
+
     /// Whether a unit may be chained to one on `target`: not from a page
     /// CPL 3 can run to a supervisor-only page, or CPL 3 could later follow
     /// a chain the kernel made into kernel code without a fetch check.
@@ -656,16 +689,33 @@ impl Vm {
         }
         self.paged_layout = paged;
         self.tc.unlink_linear(&mut self.space.monitor());
+        self.linked_pages.clear();
         Ok(())
     }
 
-    /// CR3 was written (or paging rules changed): every shadow mapping and
-    /// every link that relied on one goes, as the TLB does.
+    /// CR3 was written (or CR0.WP or CR4.PSE changed): the TLB forgets
+    /// every translation (SDM Vol. 3A §4.10.4.1).
+    ///
+    /// Dropping every shadow mapping would be correct, and costly: the
+    /// kernel's own pages, the same in every address space, would each
+    /// take a hidden fault again after every switch. So each mapping is
+    /// checked against the new tables instead, and kept when they map the
+    /// page to the same frame with the same rights and with the A bits of
+    /// both entries already set (and D, if it is writable): then a refill
+    /// would give exactly the same mapping and change nothing the guest can
+    /// see. The rest are dropped.
     fn address_space_changed(&mut self) -> Result<(), NativeError> {
         if self.paged_layout {
-            self.shadow.drop_all(&mut self.space).map_err(NativeError::Protect)?;
+            if self.shadow.len() > MAX_KEPT_ON_SWITCH {
+                self.shadow.drop_all(&mut self.space).map_err(NativeError::Protect)?;
+            } else {
+                let (cpu, machine) = (&self.cpu, &mut self.machine);
+                self.shadow
+                    .retain(&mut self.space, |page, m| still_mapped(cpu, machine, page, m))
+                    .map_err(NativeError::Protect)?;
+            }
         }
-        self.tc.unlink_linear(&mut self.space.monitor());
+        self.revalidate_links();
         Ok(())
     }
 
@@ -675,8 +725,34 @@ impl Vm {
         if self.paged_layout {
             self.shadow.invalidate(&mut self.space, linear >> 12).map_err(NativeError::Protect)?;
         }
-        self.tc.unlink_linear(&mut self.space.monitor());
+        self.revalidate_links();
         Ok(())
+    }
+
+    /// Notes that translated code now links to or from the units on
+    /// linear page `page` (a chain, an IB-table entry), as it maps now.
+    fn note_link(&mut self, page: u32) {
+        if !self.cpu.paging_enabled() || self.linked_pages.contains_key(&page) {
+            return;
+        }
+        let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(page << 12), PageAccess::fetch(false));
+        self.linked_pages.insert(page, probe.ok().map(|w| (w.phys.0 >> 12, w.user)));
+    }
+
+    /// After a mapping change: if a linear page that chains or IB entries
+    /// rely on now maps another frame (or another U/S), cut every link that
+    /// depends on linear mappings (`TranslationCache::unlink_linear`). Most
+    /// switches between processes leave the kernel's code where it was, and
+    /// its links stay.
+    fn revalidate_links(&mut self) {
+        let changed = self.linked_pages.iter().any(|(&page, &was)| {
+            let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(page << 12), PageAccess::fetch(false));
+            probe.ok().map(|w| (w.phys.0 >> 12, w.user)) != was
+        });
+        if changed || !self.cpu.paging_enabled() {
+            self.tc.unlink_linear(&mut self.space.monitor());
+            self.linked_pages.clear();
+        }
     }
 
     /// A host page fault at `addr` with paging on: a hidden fault to fill,
@@ -902,7 +978,9 @@ impl Vm {
                         // Kernel code is reached from CPL 3 only through
                         // a fetch check: its IB entry is guarded.
                         let guarded = self.cpu.paging_enabled() && !page.user;
-                        self.tc.install_indirect(&mut self.space.monitor(), unit, guarded);
+                        if self.tc.install_indirect(&mut self.space.monitor(), unit, guarded) {
+                            self.note_unit_links(unit);
+                        }
                     }
                 }
                 self.single_step_trap(trap_flag)
@@ -918,8 +996,12 @@ impl Vm {
                             if let Ok(page) = self.code_page(target) {
                                 let generation = self.tc.generation();
                                 let to = self.unit_for(target, page.frame, self.mode(false), true)?;
-                                if self.tc.generation() == generation && self.may_chain(rec.unit, page) {
-                                    self.tc.chain(&mut self.space.monitor(), id, to);
+                                if self.tc.generation() == generation
+                                    && self.may_chain(rec.unit, page)
+                                    && self.tc.chain(&mut self.space.monitor(), id, to)
+                                {
+                                    self.note_unit_links(rec.unit);
+                                    self.note_unit_links(to);
                                 }
                             }
                         }
@@ -1006,7 +1088,7 @@ impl Vm {
 
     /// `jmp`/`call` r/m with a GS or CS override, or a 16-bit near
     /// branch: rare, so done here against the guest's real segments.
-    fn emulate_near_branch(&mut self, insn: &Instruction) -> Result<(), Exception> {
+    pub(crate) fn emulate_near_branch(&mut self, insn: &Instruction) -> Result<(), Exception> {
         let op16 = insn.code().op_code().operand_size() == 16;
         let size = if op16 { 2 } else { 4 };
         let next = insn.next_ip32();
