@@ -31,10 +31,10 @@
 //!   alias ([`Shadow::write_protect_frame`] uses a reverse map), so a write
 //!   through any linear address that reaches them is seen.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 
 use bt86_translate::layout::MONITOR_BASE;
+use bt86_translate::FastMap;
 
 use crate::addrspace::AddressSpace;
 
@@ -73,18 +73,39 @@ pub struct ShadowStats {
     pub supervisor_drops: u64,
 }
 
+/// The linear pages that map one frame. Almost every frame has one, so it
+/// is kept inline; hidden faults are the monitor's hot path, and an
+/// allocation per mapped page showed in profiles.
+#[derive(Clone, Debug)]
+enum Aliases {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Aliases {
+    fn pages(&self) -> &[u32] {
+        match self {
+            Aliases::One(page) => std::slice::from_ref(page),
+            Aliases::Many(pages) => pages,
+        }
+    }
+}
+
 /// The shadow mappings of one VM.
 #[derive(Default)]
 pub struct Shadow {
-    pages: HashMap<u32, Mapping>,
+    pages: FastMap<u32, Mapping>,
     /// Linear pages mapped to each frame: every alias of a code frame must
     /// become read-only.
-    by_frame: HashMap<u32, Vec<u32>>,
-    /// The supervisor pages mapped, lowest first.
-    supervisor: BTreeSet<u32>,
+    by_frame: FastMap<u32, Aliases>,
+    /// How many supervisor pages are mapped, and the lowest of them if it
+    /// is known (`None` after the lowest was dropped: found again when
+    /// asked for).
+    supervisor_count: usize,
+    lowest_supervisor: Option<u32>,
     /// 4 MiB regions (linear address >> 22) with pages of a 4 MiB guest
     /// page mapped.
-    large: HashSet<u32>,
+    large: FastMap<u32, ()>,
     pub stats: ShadowStats,
 }
 
@@ -105,8 +126,19 @@ impl Shadow {
 
     /// The address the shadow segments must stop below at CPL 3: the
     /// lowest supervisor page mapped, or the monitor area.
-    pub fn ceiling(&self) -> u32 {
-        self.supervisor.first().map_or(MONITOR_BASE, |&page| page << 12)
+    pub fn ceiling(&mut self) -> u32 {
+        if self.supervisor_count == 0 {
+            return MONITOR_BASE;
+        }
+        let lowest = match self.lowest_supervisor {
+            Some(page) => page,
+            None => {
+                let page = self.pages.iter().filter(|(_, m)| !m.user).map(|(&p, _)| p).min().unwrap_or(MONITOR_BASE >> 12);
+                self.lowest_supervisor = Some(page);
+                page
+            }
+        };
+        lowest << 12
     }
 
     /// Maps a run of linear pages to consecutive frames, all with the same
@@ -126,14 +158,7 @@ impl Shadow {
         }
         for i in 0..count {
             let m = Mapping { frame: frame + i, ..mapping };
-            self.pages.insert(page + i, m);
-            self.by_frame.entry(m.frame).or_default().push(page + i);
-            if !m.user {
-                self.supervisor.insert(page + i);
-            }
-            if m.large {
-                self.large.insert((page + i) >> 10);
-            }
+            self.remember(page + i, m);
         }
         self.stats.pages_mapped += u64::from(count);
         self.stats.map_calls += 1;
@@ -154,7 +179,7 @@ impl Shadow {
     /// code.
     pub fn write_protect_frame(&mut self, space: &mut AddressSpace, frame: u32) -> io::Result<()> {
         let Some(aliases) = self.by_frame.get(&frame) else { return Ok(()) };
-        for &page in aliases {
+        for &page in aliases.pages() {
             if let Some(m) = self.pages.get_mut(&page) {
                 if m.writable {
                     space.protect_pages(page, 1, false)?;
@@ -168,7 +193,8 @@ impl Shadow {
     /// Drops every mapping of `frame`, so that each alias is mapped again,
     /// with the right permissions, by its next hidden fault.
     pub fn drop_frame(&mut self, space: &mut AddressSpace, frame: u32) -> io::Result<()> {
-        for page in self.by_frame.remove(&frame).unwrap_or_default() {
+        let aliases = self.by_frame.get(&frame).map(|a| a.pages().to_vec()).unwrap_or_default();
+        for page in aliases {
             if self.pages.get(&page).is_some_and(|m| m.frame == frame) {
                 self.forget(page);
                 space.unmap_pages(page, 1)?;
@@ -181,7 +207,7 @@ impl Shadow {
     /// of the 4 MiB page it belongs to if it was mapped from one (SDM Vol.
     /// 3A §4.10.4.1).
     pub fn invalidate(&mut self, space: &mut AddressSpace, page: u32) -> io::Result<()> {
-        if self.large.remove(&(page >> 10)) {
+        if self.large.remove(&(page >> 10)).is_some() {
             self.drop_pages(space, page & !0x3FF, 1024)
         } else {
             self.drop_pages(space, page, 1)
@@ -230,7 +256,7 @@ impl Shadow {
             space.unmap_pages(start, n)?;
             i += n as usize;
         }
-        self.large = self.pages.iter().filter(|(_, m)| m.large).map(|(page, _)| page >> 10).collect();
+        self.large = self.pages.iter().filter(|(_, m)| m.large).map(|(page, _)| (page >> 10, ())).collect();
         self.stats.flushes += 1;
         self.stats.kept_on_switch += self.pages.len() as u64;
         Ok(dropped.len())
@@ -240,7 +266,8 @@ impl Shadow {
     pub fn drop_all(&mut self, space: &mut AddressSpace) -> io::Result<()> {
         self.pages.clear();
         self.by_frame.clear();
-        self.supervisor.clear();
+        self.supervisor_count = 0;
+        self.lowest_supervisor = None;
         self.large.clear();
         self.stats.flushes += 1;
         space.unmap_guest()
@@ -249,35 +276,55 @@ impl Shadow {
     /// Drops the supervisor mappings, so that CPL 3 can reach a user page
     /// that lies above one of them.
     pub fn drop_supervisor(&mut self, space: &mut AddressSpace) -> io::Result<()> {
-        let pages: Vec<u32> = std::mem::take(&mut self.supervisor).into_iter().collect();
-        let mut i = 0;
-        while i < pages.len() {
-            let start = pages[i];
-            let mut n = 1;
-            while i + (n as usize) < pages.len() && pages[i + n as usize] == start + n {
-                n += 1;
-            }
-            for p in start..start + n {
-                self.forget(p);
-            }
-            space.unmap_pages(start, n)?;
-            i += n as usize;
-        }
+        self.retain(space, |_, m| m.user)?;
+        // `retain` counted an address-space switch; this was none.
+        self.stats.flushes -= 1;
         self.stats.supervisor_drops += 1;
         Ok(())
+    }
+
+    /// Records a new mapping in the bookkeeping (the caller maps it).
+    fn remember(&mut self, page: u32, m: Mapping) {
+        self.pages.insert(page, m);
+        match self.by_frame.get_mut(&m.frame) {
+            None => {
+                self.by_frame.insert(m.frame, Aliases::One(page));
+            }
+            Some(aliases) => {
+                let mut pages = aliases.pages().to_vec();
+                pages.push(page);
+                *aliases = Aliases::Many(pages);
+            }
+        }
+        if !m.user {
+            self.supervisor_count += 1;
+            if self.lowest_supervisor.is_some_and(|low| page < low) || self.supervisor_count == 1 {
+                self.lowest_supervisor = Some(page);
+            }
+        }
+        if m.large {
+            self.large.insert(page >> 10, ());
+        }
     }
 
     /// Forgets page `page` in the bookkeeping (the caller unmaps it).
     fn forget(&mut self, page: u32) {
         let Some(m) = self.pages.remove(&page) else { return };
         if let Some(aliases) = self.by_frame.get_mut(&m.frame) {
-            aliases.retain(|&p| p != page);
-            if aliases.is_empty() {
-                self.by_frame.remove(&m.frame);
+            let rest: Vec<u32> = aliases.pages().iter().copied().filter(|&p| p != page).collect();
+            match rest.as_slice() {
+                [] => {
+                    self.by_frame.remove(&m.frame);
+                }
+                [one] => *aliases = Aliases::One(*one),
+                _ => *aliases = Aliases::Many(rest),
             }
         }
         if !m.user {
-            self.supervisor.remove(&page);
+            self.supervisor_count -= 1;
+            if self.lowest_supervisor == Some(page) {
+                self.lowest_supervisor = None;
+            }
         }
     }
 }

@@ -58,7 +58,8 @@ impl Hasher for FastHasher {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// A hash map with [`FastHasher`], for keys that are guest addresses.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Memory of the monitor area, as the cache writes it.
 pub trait MonitorMemory {

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 
 use crate::classify::{classify, Branch, CalloutReason, Class, Inline, Mode};
+use crate::cache::ExitId;
 use crate::emit;
 use bt86_cpu::Exception;
 use iced_x86::{ConditionCode, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, OpKind, Register};
@@ -349,6 +350,18 @@ impl Builder<'_> {
         self.unit.exits.push(ExitSpec { stub_offset, kind, branch_site });
     }
 
+    /// Ends an indirect branch whose guest target is in ECX: the inline
+    /// lookup, or in single-step mode the miss path itself, so that a
+    /// single-instruction unit always comes back to the monitor instead of
+    /// running on into a unit the IB table knows.
+    fn indirect_exit(&mut self) {
+        if self.unit.mode.single_step {
+            emit::ib_miss_stub(&mut self.unit.code, ExitId::INDIRECT_MISS.0);
+        } else {
+            emit::ib_dispatch(&mut self.unit.code);
+        }
+    }
+
     fn branch(&mut self, insn: &Instruction, branch: Branch, bytes: &[u8]) {
         let eip = insn.ip32();
         let next = insn.next_ip32();
@@ -393,7 +406,7 @@ impl Builder<'_> {
                 if pop != 0 {
                     emit::lea_esp_plus(&mut self.unit.code, u32::from(pop));
                 }
-                emit::ib_dispatch(&mut self.unit.code);
+                self.indirect_exit();
             }
             Branch::IndirectJump | Branch::IndirectCall => {
                 let Some(load) = load_target_into_ecx(insn) else {
@@ -408,7 +421,7 @@ impl Builder<'_> {
                 if branch == Branch::IndirectCall {
                     emit::push_imm32(&mut self.unit.code, next);
                 }
-                emit::ib_dispatch(&mut self.unit.code);
+                self.indirect_exit();
             }
         }
     }
