@@ -404,6 +404,13 @@ static void user_supervisor(void)
     emit_return(SUP_PAGE + 0x800, 0x0C0DE000);
     user_access("call into the user page", U_CALL, USER_HIGH + 0x800, 0);
     user_access("call into the supervisor page", U_CALL, SUP_PAGE + 0x800, 0);
+    /* The kernel calls that code through a pointer, as CPL 3 does, so the
+     * monitor learns an indirect-branch target there; the same indirect
+     * call at CPL 3 must still fault (the fetch check is owed all the
+     * same). */
+    for (int i = 1; i <= 3; i++)
+        printf("kernel call %d into the supervisor page: value 0x%08x\n", i, call_at(SUP_PAGE + 0x800));
+    user_access("call into the supervisor page after the kernel's", U_CALL, SUP_PAGE + 0x800, 0);
 }
 
 static void fix_and_retry(void)

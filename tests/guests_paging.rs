@@ -148,6 +148,10 @@ const PAGETEST_LINES: &[&str] = &[
     "read of the user page again at CPL 3: value 0x00000be0",
     "call into the user page at CPL 3: value 0x0c0de003",
     "call into the supervisor page at CPL 3: #PF(0x0005) CR2=0x00800800",
+    "kernel call 1 into the supervisor page: value 0x0c0de000",
+    "kernel call 2 into the supervisor page: value 0x0c0de000",
+    "kernel call 3 into the supervisor page: value 0x0c0de000",
+    "call into the supervisor page after the kernel's at CPL 3: #PF(0x0005) CR2=0x00800800",
     // SDM Vol. 3A 6.5: #PF is a fault, so IRET retries the access.
     "-- #PF handler repairs the PTE and returns",
     "read of a not-present page at CPL 0: 1 fault(s), #PF(0x0000) CR2=0x00803010 at CPL 0, then value 0x5a0c0004, PTE 0x0040c023",

@@ -668,6 +668,85 @@ mod tests {
         assert_eq!(tc.lookup(0x1000, Mode::default(), 0x1), Some(u1));
     }
 
+    /// Guest code as paging shows it: linear pages map to chosen frames,
+    /// or cannot be fetched.
+    struct Paged<'a> {
+        base: u32,
+        code: &'a [u8],
+        frames: &'a [(u32, Option<u32>)],
+    }
+
+    impl CodeSource for Paged<'_> {
+        fn read_code(&mut self, eip: u32, buf: &mut [u8]) {
+            (self.base, self.code).read_code(eip, buf);
+        }
+        fn frame(&mut self, page: u32) -> Option<u32> {
+            self.frames.iter().find(|(p, _)| *p == page).and_then(|(_, f)| *f)
+        }
+    }
+
+    #[test]
+    fn units_are_keyed_and_invalidated_by_the_frame_of_their_code() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // The same linear address in two address spaces: frames 0x70 and 0x80.
+        let code = [0x40, 0xC3]; // inc eax ; ret
+        let (a, _) = tc.translate(&mut mem, &mut Paged { base: 0x1000, code: &code, frames: &[(1, Some(0x70))] }, 0x1000, Mode::default());
+        let (b, _) = tc.translate(&mut mem, &mut Paged { base: 0x1000, code: &code, frames: &[(1, Some(0x80))] }, 0x1000, Mode::default());
+        assert_ne!(a, b);
+        assert_eq!(&*tc.unit(a).frames, &[0x70]);
+        assert_eq!(tc.lookup(0x1000, Mode::default(), 0x70), Some(a));
+        assert_eq!(tc.lookup(0x1000, Mode::default(), 0x80), Some(b));
+        assert_eq!(tc.lookup(0x1000, Mode::default(), 0x1), None);
+        // A write through any alias of frame 0x80 drops only its unit.
+        assert_eq!(tc.invalidate_page(&mut mem, 0x80), 1);
+        assert!(tc.page_has_code(0x70) && !tc.page_has_code(0x80));
+        assert_eq!(tc.lookup(0x1000, Mode::default(), 0x70), Some(a));
+    }
+
+    #[test]
+    fn an_instruction_running_onto_an_unfetchable_page_ends_the_unit_before_it() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // nop at 0x1FFC..0x1FFE, then `mov eax, imm32` from 0x1FFE into page 2.
+        let code = [0x90, 0x90, 0xB8, 1, 2, 3, 4];
+        let fetchable = [(1, Some(0x11)), (2, Some(0x12))];
+        let (u, _) = tc.translate(&mut mem, &mut Paged { base: 0x1FFC, code: &code, frames: &fetchable }, 0x1FFC, Mode::default());
+        assert_eq!(tc.unit(u).insns.len(), 3);
+        assert_eq!(&*tc.unit(u).frames, &[0x11, 0x12]);
+        let cut = [(1, Some(0x21)), (2, None)];
+        let (u, _) = tc.translate(&mut mem, &mut Paged { base: 0x1FFC, code: &code, frames: &cut }, 0x1FFC, Mode::default());
+        let unit = tc.unit(u);
+        assert_eq!((unit.insns.len(), unit.guest_end, unit.end), (2, 0x1FFE, UnitEnd::PageBoundary));
+        assert!(matches!(tc.exit(ExitId(unit.first_exit)).unwrap().kind, ExitKind::Branch { target: 0x1FFE }));
+        assert_eq!(&*unit.frames, &[0x21]);
+    }
+
+    #[test]
+    fn unlinking_cuts_cross_page_chains_and_the_ib_table_but_keeps_same_page_chains() {
+        let mut mem = BufferMemory::new();
+        let mut tc = TranslationCache::new(&mut mem);
+        // 0x1000: jmp 0x1010    0x1010: jmp 0x2000    0x2000: ret
+        let mut page1 = vec![0u8; 0x20];
+        page1[..5].copy_from_slice(&[0xE9, 0x0B, 0, 0, 0]);
+        page1[0x10..0x15].copy_from_slice(&[0xE9, 0xEB, 0x0F, 0, 0]);
+        let (a, _) = tc.translate(&mut mem, &mut (0x1000, &page1[..]), 0x1000, Mode::default());
+        let (b, _) = tc.translate(&mut mem, &mut (0x1000, &page1[..]), 0x1010, Mode::default());
+        let (c, _) = tc.translate(&mut mem, &mut (0x2000, &[0xC3][..]), 0x2000, Mode::default());
+        let (a_exit, b_exit) = (ExitId(tc.unit(a).first_exit), ExitId(tc.unit(b).first_exit));
+        assert!(tc.chain(&mut mem, a_exit, b));
+        assert!(tc.chain(&mut mem, b_exit, c));
+        assert!(tc.install_indirect(&mut mem, c, false));
+        let slot = IB_TABLE + 0x2000 * 4;
+        assert_ne!(mem.at(TcAddr(MONITOR_BASE + slot), 4), tc.ib_miss.0.to_le_bytes());
+        tc.unlink_linear(&mut mem);
+        assert_eq!(tc.exit(a_exit).unwrap().chained_to, Some(b), "a chain within one page stays");
+        assert_eq!(tc.exit(b_exit).unwrap().chained_to, None, "a chain to another page is cut");
+        assert!(tc.unit(c).incoming.is_empty());
+        assert_eq!(mem.at(TcAddr(MONITOR_BASE + slot), 4), tc.ib_miss.0.to_le_bytes());
+        assert_eq!(tc.stats.unlinks, 1);
+    }
+
     #[test]
     fn chaining_a_jcc_retargets_the_jcc_itself() {
         let mut mem = BufferMemory::new();
