@@ -4,6 +4,8 @@
 //! demo guest) and runs it from the translation cache. Options that QEMU
 //! users type by habit keep QEMU's meaning: `-m`, `-append`/`--append`,
 //! `-initrd`, `-kernel`, `-d in_asm,out_asm,int,exec` and `-D FILE`.
+//! `--gdb [HOST:PORT]`, `-s` and `-S` serve the guest to gdb, as QEMU's
+//! options of the same names do (the stub is `bt86_debug::gdb`).
 //! `bt86 bench` measures translated against native execution, translation
 //! throughput, the cost of a callout, system calls from ring 3, timer
 //! interrupt latency and the multitask guest (the last three against QEMU
@@ -11,11 +13,13 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bt86::{status, LogFlags, RunConfig};
+use bt86_debug::gdb::{GdbError, GdbOptions, GdbOutcome};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,11 +35,25 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 enum Command {
     /// Boot a Multiboot kernel and run it natively from the translation cache.
-    Run(RunArgs),
+    Run(RunCommand),
     /// Measure bt86 against native execution, a bare world switch, the
     /// host's system call and QEMU, and print a table of ratios and targets
     /// (about twenty seconds; a few without QEMU).
     Bench(BenchArgs),
+    /// Debug a kernel: step through guest code and its translation. With
+    /// --batch, commands come from FILE (or standard input) and the
+    /// transcript goes to standard output; the terminal UI is not built yet.
+    Debug(DebugArgs),
+}
+
+#[derive(Args)]
+struct DebugArgs {
+    /// Read debugger commands from FILE (or standard input without FILE, or
+    /// with -) and print a plain-text transcript.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    batch: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -56,6 +74,29 @@ struct BenchArgs {
     /// Skip every comparison with QEMU.
     #[arg(long, conflicts_with = "qemu")]
     no_qemu: bool,
+}
+
+/// `bt86 run`: the machine's options, then the gdb stub's.
+#[derive(Args)]
+struct RunCommand {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    gdb: GdbArgs,
+}
+
+/// The gdb remote stub's options, spelled as QEMU spells them.
+#[derive(Args)]
+struct GdbArgs {
+    /// Serve gdb's remote protocol on HOST:PORT (default 127.0.0.1:1234; port 0 picks a free port; QEMU's -gdb tcp::PORT works too) and stop the guest when gdb connects. When gdb detaches, the guest runs on to its end; if the connection is lost without a detach, bt86 stops the guest and exits with status 10; gdb's `kill` ends bt86 with status 12; a guest exit is reported to gdb with bt86's own exit status.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = bt86_debug::gdb::DEFAULT_ADDRESS)]
+    gdb: Option<String>,
+    /// Shorthand for --gdb 127.0.0.1:1234, as QEMU's -s.
+    #[arg(short = 's', conflicts_with = "gdb")]
+    gdb_default: bool,
+    /// Hold the guest before its first instruction until gdb connects and continues it, as QEMU's -S (implies -s unless --gdb says where).
+    #[arg(short = 'S')]
+    wait_for_gdb: bool,
 }
 
 #[derive(Args)]
@@ -150,7 +191,7 @@ fn check_qemu_compat(args: &RunArgs) -> Result<(), String> {
 /// `-initrd`); accept them as their double-dash forms.
 fn qemu_spellings(args: impl Iterator<Item = String>) -> Vec<String> {
     args.map(|a| match a.as_str() {
-        "-kernel" | "-append" | "-initrd" | "-serial" | "-display" | "-device" | "-no-reboot" | "-nographic" => format!("-{a}"),
+        "-kernel" | "-append" | "-initrd" | "-serial" | "-display" | "-device" | "-no-reboot" | "-nographic" | "-gdb" => format!("-{a}"),
         _ => a,
     })
     .collect()
@@ -163,17 +204,27 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse_from(qemu_spellings(std::env::args()));
     let code = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args.run, args.gdb),
         Command::Bench(args) => bench(args),
+        Command::Debug(args) => debug(args),
     };
     ExitCode::from((code & 0xFF) as u8)
 }
 
-fn run(args: RunArgs) -> i32 {
+fn run(args: RunArgs, gdb_args: GdbArgs) -> i32 {
     if let Err(message) = check_qemu_compat(&args) {
         eprintln!("bt86: {message}");
         return status::BAD_INPUT;
     }
+    // The gdb socket is opened before the guest is built, so that a bad
+    // address or a busy port fails as bad input at once.
+    let gdb = match gdb_listener(&gdb_args) {
+        Ok(gdb) => gdb,
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            return status::BAD_INPUT;
+        }
+    };
     let mut log = LogFlags::default();
     for item in &args.debug {
         match item.as_str() {
@@ -274,21 +325,25 @@ fn run(args: RunArgs) -> i32 {
             std::process::exit(status::TIMEOUT);
         });
     }
-    let result = vm.run();
+    let end = match gdb {
+        None => RunEnd::Vm(vm.run()),
+        Some((listener, options)) => run_with_gdb(&mut vm, listener, &options),
+    };
     let _ = std::io::stdout().flush();
     // However the guest stopped, what it wrote must be durable.
     if let Err(e) = vm.machine.flush_disk() {
         eprintln!("bt86: {e}");
     }
-    let code = match result {
-        Ok(exit) => {
+    let code = match end {
+        RunEnd::Status(code) => code,
+        RunEnd::Vm(Ok(exit)) => {
             let (code, message) = bt86::describe_exit(&exit);
             if let Some(m) = message {
                 eprintln!("bt86: {m} (exit status {code})");
             }
             code
         }
-        Err(e) => {
+        RunEnd::Vm(Err(e)) => {
             eprintln!("bt86: {e}");
             status::MONITOR_ERROR
         }
@@ -297,6 +352,109 @@ fn run(args: RunArgs) -> i32 {
         eprint!("{}", bt86::stats::format(&vm.translation_cache().stats, &vm.stats, &vm.cpu.stats));
     }
     code
+}
+
+/// `bt86 debug`: a debugging session on the kernel, in batch mode for now.
+fn debug(args: DebugArgs) -> i32 {
+    let Some(mut batch) = args.batch else {
+        eprintln!("bt86: debug: the terminal UI is not built yet; use `bt86 debug --batch [FILE] KERNEL`");
+        return status::BAD_INPUT;
+    };
+    if let Err(message) = check_qemu_compat(&args.run) {
+        eprintln!("bt86: {message}");
+        return status::BAD_INPUT;
+    }
+    let mut kernel = args.run.kernel.or(args.run.kernel_opt);
+    // `--batch KERNEL` with commands on standard input: clap gave the
+    // kernel to --batch, whose value is optional. An ELF file is never a
+    // command script, so take it back.
+    if kernel.is_none() && std::fs::read(&batch).is_ok_and(|b| b.starts_with(b"\x7fELF")) {
+        kernel = Some(std::mem::replace(&mut batch, PathBuf::from("-")));
+    }
+    let disk = match args.run.disk.as_deref().map(bt86::DiskConfig::parse).transpose() {
+        Ok(disk) => disk,
+        Err(message) => {
+            eprintln!("bt86: {message}");
+            return status::BAD_INPUT;
+        }
+    };
+    let script: Box<dyn std::io::BufRead> = if batch.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match File::open(&batch) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("bt86: cannot read the debugger script {}: {e}; check the path", batch.display());
+                return status::BAD_INPUT;
+            }
+        }
+    };
+    let config = RunConfig { kernel, memory: args.run.memory, append: args.run.append, modules: args.run.initrd, timeout: None, disk };
+    let vm = match bt86::build_vm(&config, Box::new(std::io::stdout())) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            return e.status();
+        }
+    };
+    let mut session = bt86_debug::Session::new(vm);
+    let image = match &config.kernel {
+        Some(path) => std::fs::read(path).unwrap_or_default(),
+        None => bt86::DEMO_GUEST.to_vec(),
+    };
+    session.set_symbols(bt86_debug::Symbols::from_elf(&image));
+    let mut script = script;
+    let outcome = bt86_debug::run_batch(&mut session, &mut script, &mut std::io::stdout());
+    let _ = session.vm.machine.flush_disk();
+    match outcome {
+        Ok(outcome) => outcome.exit.map_or(0, |exit| bt86::describe_exit(&exit).0),
+        Err(e) => {
+            eprintln!("bt86: debug: {e}");
+            status::MONITOR_ERROR
+        }
+    }
+}
+
+/// How `bt86 run` ended.
+enum RunEnd {
+    /// The run loop returned: the guest's exit, or a monitor failure.
+    Vm(Result<bt86::Exit, bt86_native::NativeError>),
+    /// A gdb session ended the run with this status, already explained.
+    Status(i32),
+}
+
+/// The socket for `--gdb`, `-s` or `-S`, if one was asked for, with the
+/// stub's options.
+fn gdb_listener(args: &GdbArgs) -> Result<Option<(TcpListener, GdbOptions)>, GdbError> {
+    let address = match (&args.gdb, args.gdb_default || args.wait_for_gdb) {
+        (Some(text), _) => text.as_str(),
+        (None, true) => bt86_debug::gdb::DEFAULT_ADDRESS,
+        (None, false) => return Ok(None),
+    };
+    let listener = bt86_debug::gdb::listen(bt86_debug::gdb::parse_address(address)?)?;
+    let options = GdbOptions { wait_for_client: args.wait_for_gdb, exit_status: |exit| bt86::describe_exit(exit).0 };
+    Ok(Some((listener, options)))
+}
+
+/// Runs the guest under the gdb stub (see `bt86_debug::gdb` for what each
+/// end of a session means).
+fn run_with_gdb(vm: &mut bt86::Vm, listener: TcpListener, options: &GdbOptions) -> RunEnd {
+    match bt86_debug::gdb::serve(vm, listener, options) {
+        Ok(GdbOutcome::Exited(exit)) => RunEnd::Vm(Ok(exit)),
+        Ok(GdbOutcome::Detached) => {
+            eprintln!("bt86: {}", GdbOutcome::Detached);
+            RunEnd::Vm(vm.run())
+        }
+        Ok(outcome) => {
+            eprintln!("bt86: {outcome}");
+            RunEnd::Status(outcome.status().unwrap_or(status::MONITOR_ERROR))
+        }
+        Err(GdbError::Monitor(e)) => RunEnd::Vm(Err(e)),
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            RunEnd::Status(status::MONITOR_ERROR)
+        }
+    }
 }
 
 /// Makes the guest's disk writes durable before another thread than the

@@ -36,8 +36,9 @@
 //! With paging on, the shadow mappings belong to the paging code, so
 //! [`Vm::resume`] single-steps instead and checks each instruction's memory
 //! operands (as iced-x86 computes them) against the watched ranges.
-//! Accesses made by callouts and by interrupt delivery (a `push` by
-//! `iret`'s emulation, say) run in the monitor and are not watched.
+//! Accesses made by callouts, by interrupt delivery (a `push` by `iret`'s
+//! emulation, say) and by indirect branches the debugger steps itself (see
+//! [`Vm::step`]) run in the monitor and are not watched.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
@@ -476,10 +477,9 @@ impl Vm {
                 }
             }
         }
+        // The first recorded access that a watchpoint of its kind covers.
         let hit = accesses.iter().find_map(|&(a, l, write)| {
-            self.debug.watches.iter().find(|w| w.kind.catches(write)).and_then(|_| {
-                self.debug.watches.iter().filter(|w| w.kind.catches(write)).find_map(|w| w.overlap(a, l).map(|at| (w.kind, at)))
-            })
+            self.debug.watches.iter().filter(|w| w.kind.catches(write)).find_map(|w| w.overlap(a, l).map(|at| (w.kind, at)))
         });
         if let Some((kind, at)) = hit {
             self.record(Event { kind: "watch", eip, detail: format!("{} watchpoint hit at {at:#010x}", kind.name()) });
@@ -601,6 +601,9 @@ impl Vm {
     /// unit (or takes one pending interrupt on the way, as
     /// [`Vm::step_instruction`] does). Breakpoints do not stop a step.
     pub fn step(&mut self) -> Result<Stop, NativeError> {
+        if let Some(stop) = self.step_indirect_branch()? {
+            return Ok(stop);
+        }
         self.debug.driving = true;
         let saved = self.debug.stop_on_events;
         self.debug.stop_on_events = false;
@@ -612,6 +615,39 @@ impl Vm {
             Exit::StepLimit => Ok(pending.unwrap_or(Stop::Stepped)),
             exit => Ok(Stop::Exit(exit)),
         }
+    }
+
+    /// Steps a near `ret`, `jmp r/m` or `call r/m` on the virtual CPU.
+    ///
+    /// A single-instruction unit translates these with the inline
+    /// indirect-branch lookup, which jumps straight into the target's
+    /// ordinary unit when the target is in the lookup table, so running
+    /// one natively would run on past the target. Until single-step units
+    /// always exit from their lookup, the debugger's step carries these
+    /// branches out itself: the same semantics the callout for a branch
+    /// with a GS or CS override uses. A pending interrupt is then taken
+    /// at the next step instead of before this one.
+    fn step_indirect_branch(&mut self) -> Result<Option<Stop>, NativeError> {
+        if self.cpu.halted {
+            return Ok(None);
+        }
+        let Some(insn) = self.decode_linear(self.cpu.eip) else { return Ok(None) };
+        let near_indirect = insn.mnemonic() == iced_x86::Mnemonic::Ret || insn.is_jmp_near_indirect() || insn.is_call_near_indirect();
+        if !near_indirect {
+            return Ok(None);
+        }
+        self.debug.driving = true;
+        let trap_flag = self.cpu.eflags & bt86_cpu::state::flags::TF != 0;
+        let result = match self.emulate_near_branch(&insn) {
+            Ok(()) => self.single_step_trap(trap_flag),
+            Err(e) => self.deliver(e),
+        };
+        self.debug.driving = false;
+        let pending = self.debug.pending.take();
+        Ok(Some(match result? {
+            None | Some(Exit::StepLimit) => pending.unwrap_or(Stop::Stepped),
+            Some(exit) => Stop::Exit(exit),
+        }))
     }
 
     /// Executes the translation unit at EIP: its guest instructions one
@@ -667,7 +703,6 @@ impl Vm {
                     return Ok(Stop::Limit);
                 }
                 let predicted = if paging && !self.debug.watches.is_empty() { self.predicted_hit() } else { None };
-                let events_before = self.debug.events_total;
                 let stop = self.step_with_events(limit.stop_on_events)?;
                 executed += 1;
                 match stop {
@@ -677,7 +712,6 @@ impl Vm {
                 if let Some((kind, addr)) = predicted {
                     return Ok(Stop::Watchpoint { kind, addr, eip: self.cpu.eip });
                 }
-                let _ = events_before;
                 if !slow {
                     break;
                 }
@@ -916,12 +950,9 @@ fn register_value(cpu: &bt86_cpu::Cpu, reg: Register) -> Option<u64> {
         _ => return None,
     };
     let value = cpu.gpr[index];
-    Some(u64::from(match reg.size() {
-        1 if reg.number() >= 4 && reg.number() < 8 && matches!(reg, Register::AH | Register::CH | Register::DH | Register::BH) => (value >> 8) & 0xFF,
-        1 => value & 0xFF,
-        2 => value & 0xFFFF,
-        _ => value,
-    }))
+    // Addresses use 32-bit registers, or 16-bit ones with an
+    // address-size prefix; never byte registers.
+    Some(u64::from(if reg.size() == 2 { value & 0xFFFF } else { value }))
 }
 
 /// Changes the host protection of guest page `page` (a frame inside RAM;
