@@ -51,6 +51,8 @@
 #define PSE_ALIAS_4K 0x00805000u /* a 4 KiB page inside the PSE frame */
 #define AD_PAGE 0x00806000u      /* for the Accessed and Dirty bits */
 #define SWAP_PAGE 0x00807000u    /* re-pointed between F(15) and F(16) */
+#define HOLE_PAGE 0x00808000u    /* maps a physical address with no RAM */
+#define HOLE_PHYS 0xE0000000u
 #define USER_HIGH 0x00900000u    /* user page above the supervisor pages */
 #define USER_HIGH_NP 0x00901000u /* user page, not present until fixed */
 #define USER_HIGH_RO 0x00902000u /* user page, read-only until fixed */
@@ -591,6 +593,24 @@ __asm__(".section .text.smc, \"ax\"\n"
         ".balign 4096\n"
         ".text\n");
 
+/* A page mapped to a physical address where nothing is: reads return all
+ * ones and writes vanish, as on the PC's bus (the monitor cannot map it,
+ * so it emulates each access against its device bus). */
+static void unassigned_physical(void)
+{
+    puts("-- a page mapped to physical memory with nothing behind it\n");
+    pt2[pte_index(HOLE_PAGE)] = HOLE_PHYS | PG_P | PG_RW;
+    invlpg(HOLE_PAGE);
+    printf("read 0x%08x: 0x%08x\n", HOLE_PHYS + 0x10, *word(HOLE_PAGE + 0x10));
+    *word(HOLE_PAGE + 0x10) = 0x12345678;
+    uint32_t after = *word(HOLE_PAGE + 0x10);
+    /* The write set D even though nothing took the data. */
+    uint32_t pte = ((volatile pte_t *)pt2)[pte_index(HOLE_PAGE)];
+    printf("after a write: 0x%08x; PTE flags 0x%03x\n", after, pte & 0xFFF);
+    volatile uint8_t *b = (volatile uint8_t *)HOLE_PAGE;
+    printf("byte 0x%02x, word 0x%04x\n", b[3], *(volatile uint16_t *)(HOLE_PAGE + 6));
+}
+
 static void self_modifying(void)
 {
     puts("-- self-modifying code\n");
@@ -642,6 +662,7 @@ int kmain(uint32_t magic, const struct multiboot_info *info)
     cr3_switches();
     invlpg_check();
     edge_mappings();
+    unassigned_physical();
     self_modifying();
     puts("pagetest: done\n");
     return EXIT_PASS;

@@ -191,6 +191,10 @@ const PAGETEST_LINES: &[&str] = &[
     "written through the frame's alias, read at 0x00000020: 0x00c0ffee",
     // SDM Vol. 3A 8.1.3: a store into code, even the next instruction,
     // takes effect before that code runs.
+    "-- a page mapped to physical memory with nothing behind it",
+    "read 0xe0000010: 0x00000000",
+    "after a write: 0x00000000; PTE flags 0x063",
+    "byte 0x00, word 0x0000",
     "-- self-modifying code",
     "written through 0x00801000, run through 0x00802000: 0x5101, patched 0x5102; the other way 0x5103, 0x5103",
     "patched immediate: 0x11111111, then 0x33333333, then 0x44444444",
