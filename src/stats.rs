@@ -63,10 +63,11 @@ pub fn format(tc: &TranslationStats, run: &RunStats, cpu: &ExecStats) -> String 
     row(&mut rows, "hidden faults (shadow page fills)", run.shadow.hidden_faults);
     row(&mut rows, "  pages mapped", run.shadow.pages_mapped);
     row(&mut rows, "  mmap calls", run.shadow.map_calls);
-    row(&mut rows, "  first writes (D set, made writable)", run.shadow.dirty_upgrades);
-    row(&mut rows, "shadow flushes (CR3 writes, paging on/off)", run.shadow.flushes);
+    row(&mut rows, "  first writes that set D", run.shadow.dirty_upgrades);
+    row(&mut rows, "address-space switches (CR3, PG)", run.shadow.flushes);
+    row(&mut rows, "  mappings kept across them", run.shadow.kept_on_switch);
     row(&mut rows, "pages dropped by invlpg", run.shadow.invlpg_drops);
-    row(&mut rows, "supervisor mappings dropped for CPL 3", run.shadow.supervisor_drops);
+    row(&mut rows, "supervisor mappings dropped", run.shadow.supervisor_drops);
     row(&mut rows, "code pages write-protected", run.protected_pages);
     row(&mut rows, "shadow segment updates (modify_ldt)", run.ldt_writes);
 
