@@ -29,16 +29,18 @@
 //! Guest EIPs are the only addresses this API reports: a stop is always at
 //! a guest instruction boundary, never at a translation-cache address.
 //!
-//! Watchpoints work through page protection while paging is off: guest RAM
-//! is then mapped at its physical addresses in the host, so a watched page
-//! can be made inaccessible (read watches) or read-only (write watches),
-//! and the host fault of an access lands in [`Vm::debug_watch_fault`].
-//! With paging on, the shadow mappings belong to the paging code, so
-//! [`Vm::resume`] single-steps instead and checks each instruction's memory
-//! operands (as iced-x86 computes them) against the watched ranges.
-//! Accesses made by callouts, by interrupt delivery (a `push` by `iret`'s
-//! emulation, say) and by indirect branches the debugger steps itself (see
-//! [`Vm::step`]) run in the monitor and are not watched.
+//! Watchpoints work through page protection. While paging is off, guest
+//! RAM is mapped at its physical addresses in the host, so a watched page
+//! is made inaccessible (read watches) or read-only (write watches). With
+//! paging on, a watched linear page is kept out of the shadow mappings
+//! altogether (the hidden-fault path never maps it), so every access to it
+//! faults. Either way the host fault lands in [`Vm::debug_watch_fault`],
+//! which emulates the instruction and checks what it touched against the
+//! watched ranges (translated to physical addresses through the guest's
+//! tables when paging is on). Accesses made by callouts, by interrupt
+//! delivery (a `push` by `iret`'s emulation, say) and by indirect branches
+//! the debugger steps itself (see [`Vm::step`]) run in the monitor and are
+//! not watched.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
@@ -400,11 +402,10 @@ impl Vm {
     /// What page `page` needs: no access under a read watch, read-only
     /// under a write watch or when it holds translated code, else normal.
     fn page_prot(&self, page: u32) -> PageProt {
-        let mut prot = if self.protected.contains(&page) { PageProt::ReadOnly } else { PageProt::ReadWrite };
-        if self.cpu.cr0 & cr::CR0_PG != 0 {
-            // With paging on, watchpoints work by stepping (module docs).
-            return prot;
-        }
+        // With paging on, code protection belongs to the shadow mappings,
+        // which keep it by frame; only the watches are this module's.
+        let code = !self.paged_layout() && self.protected.contains(&page);
+        let mut prot = if code { PageProt::ReadOnly } else { PageProt::ReadWrite };
         for w in &self.debug.watches {
             if w.pages().contains(&page) {
                 match w.kind {
@@ -430,12 +431,44 @@ impl Vm {
             PageProt::ReadOnly => !self.protected.contains(&page),
             PageProt::None => true,
         };
-        if guarded {
-            self.debug.guarded.insert(page);
-        } else {
-            self.debug.guarded.remove(&page);
+        let was_guarded = if guarded { !self.debug.guarded.insert(page) } else { self.debug.guarded.remove(&page) };
+        if self.paged_layout() {
+            // A guarded linear page is never mapped, for reads or writes
+            // (`Vm::debug_guards_page`); an unguarded one comes back by its
+            // next hidden fault.
+            return if guarded || was_guarded { self.unmap_linear_page(page) } else { Ok(()) };
         }
         set_page_protection(self.space.ram_size(), page, prot).map_err(NativeError::Protect)
+    }
+
+    /// Whether the hidden-fault path must leave linear page `page` unmapped
+    /// (with paging on): a watchpoint guards it.
+    pub(crate) fn debug_guards_page(&self, page: u32) -> bool {
+        !self.debug.guarded.is_empty() && self.debug.guarded.contains(&page)
+    }
+
+    /// The watched ranges as physical ranges, each with the amount to
+    /// subtract from a physical address to get the linear one: the watches
+    /// themselves while paging is off, and with paging on one piece per
+    /// mapped page of each watch.
+    fn watched_pieces(&mut self) -> Vec<(Watch, u32)> {
+        let watches = self.debug.watches.clone();
+        if !self.paged_layout() {
+            return watches.into_iter().map(|w| (w, 0)).collect();
+        }
+        let mut pieces = Vec::new();
+        for w in watches {
+            for page in w.pages() {
+                let start = (page * PAGE).max(w.addr);
+                let end = (u64::from(page * PAGE) + u64::from(PAGE)).min(u64::from(w.addr) + u64::from(w.len)) as u32;
+                let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(start), PageAccess::read(false));
+                if let Ok(walk) = probe {
+                    let delta = walk.phys.0.wrapping_sub(start);
+                    pieces.push((Watch { kind: w.kind, addr: walk.phys.0, len: end - start }, delta));
+                }
+            }
+        }
+        pieces
     }
 
     /// Re-applies the watchpoints' guards to every page (after all code
@@ -478,8 +511,14 @@ impl Vm {
             }
         }
         // The first recorded access that a watchpoint of its kind covers.
+        // Accesses are physical; with paging on, each watched page is
+        // looked up in the guest's tables as they are now.
+        let watches: Vec<(Watch, u32)> = self.watched_pieces();
         let hit = accesses.iter().find_map(|&(a, l, write)| {
-            self.debug.watches.iter().filter(|w| w.kind.catches(write)).find_map(|w| w.overlap(a, l).map(|at| (w.kind, at)))
+            watches
+                .iter()
+                .filter(|(w, _)| w.kind.catches(write))
+                .find_map(|(w, delta)| w.overlap(a, l).map(|at| (w.kind, at.wrapping_sub(*delta))))
         });
         if let Some((kind, at)) = hit {
             self.record(Event { kind: "watch", eip, detail: format!("{} watchpoint hit at {at:#010x}", kind.name()) });
@@ -688,7 +727,9 @@ impl Vm {
 
     fn resume_inner(&mut self, limit: RunLimit) -> Result<Stop, NativeError> {
         let paging = self.cpu.cr0 & cr::CR0_PG != 0;
-        let slow = limit.max_insns.is_some() || (paging && (!self.debug.watches.is_empty() || !self.debug.physical.is_empty()));
+        // Physical breakpoints need a page walk per instruction with paging
+        // on; everything else runs at full speed.
+        let slow = limit.max_insns.is_some() || (paging && !self.debug.physical.is_empty());
         let mut executed = 0u64;
         // Step off a breakpoint at the current EIP (the user just stopped
         // there), then go on at full speed, unless only stepping can

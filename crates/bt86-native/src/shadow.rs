@@ -214,6 +214,15 @@ impl Shadow {
         }
     }
 
+    /// Drops the mapping of one linear page, if it has one.
+    pub fn unmap(&mut self, space: &mut AddressSpace, page: u32) -> io::Result<()> {
+        if self.pages.contains_key(&page) {
+            self.forget(page);
+            space.unmap_pages(page, 1)?;
+        }
+        Ok(())
+    }
+
     /// Drops the mappings of `count` linear pages from `page`.
     pub fn drop_pages(&mut self, space: &mut AddressSpace, page: u32, count: u32) -> io::Result<()> {
         let mut run: Option<(u32, u32)> = None;

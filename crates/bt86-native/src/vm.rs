@@ -593,7 +593,9 @@ impl Vm {
             for &frame in frames.iter() {
                 if self.protected.insert(frame) {
                     self.write_protect(frame)?;
-                    self.debug_reprotect(frame)?;
+                    if !self.paged_layout {
+                        self.debug_reprotect(frame)?;
+                    }
                     self.stats.protected_pages += 1;
                 }
             }
@@ -690,7 +692,8 @@ impl Vm {
         self.paged_layout = paged;
         self.tc.unlink_linear(&mut self.space.monitor());
         self.linked_pages.clear();
-        Ok(())
+        // The watchpoints' guards, in the new layout's terms.
+        self.debug_reprotect_all()
     }
 
     /// CR3 was written (or CR0.WP or CR4.PSE changed): the TLB forgets
@@ -769,7 +772,7 @@ impl Vm {
         // frames past RAM are devices or nothing: emulate. So is a
         // supervisor write that only CR0.WP = 0 allows (a writable mapping
         // would let CPL 3 write too), and a write to translated code.
-        if !self.mappable(page, frame) || (write && (!walk.writable || self.protected.contains(&frame))) {
+        if !self.mappable(page, frame) || (write && (!walk.writable || self.protected.contains(&frame))) || self.debug_guards_page(page) {
             return Ok(Fill::Emulate);
         }
         self.shadow.stats.hidden_faults += 1;
@@ -783,6 +786,18 @@ impl Vm {
         }
         self.fill_around(page, &walk, writable)?;
         Ok(Fill::Done)
+    }
+
+    /// Whether the host holds shadow mappings now (rather than RAM at its
+    /// physical addresses).
+    pub(crate) fn paged_layout(&self) -> bool {
+        self.paged_layout
+    }
+
+    /// Removes the shadow mapping of linear page `page`, if any (a
+    /// watchpoint now guards it).
+    pub(crate) fn unmap_linear_page(&mut self, page: u32) -> Result<(), NativeError> {
+        self.shadow.unmap(&mut self.space, page).map_err(NativeError::Protect)
     }
 
     fn mappable(&self, page: u32, frame: u32) -> bool {
@@ -804,7 +819,7 @@ impl Vm {
             let mapping = if p == page {
                 Mapping { frame: walk.phys.0 >> 12, writable, user: walk.user, large }
             } else {
-                if self.shadow.get(p).is_some() {
+                if self.shadow.get(p).is_some() || self.debug_guards_page(p) {
                     continue;
                 }
                 let probe = paging::probe(&self.cpu, &mut self.machine, LinearAddr(p << 12), PageAccess::read(false));
@@ -1349,8 +1364,9 @@ impl Vm {
             self.shadow.drop_frame(&mut self.space, frame).map_err(NativeError::Protect)?;
         } else {
             self.space.protect_page(frame, true).map_err(NativeError::Protect)?;
+            self.debug_reprotect(frame)?;
         }
-        self.debug_reprotect(frame)
+        Ok(())
     }
 
     /// Delivers a hardware interrupt now (for devices of later milestones
