@@ -23,6 +23,13 @@
  *           TLB fill. After every 16384 reads (the whole region) CR3 is
  *           written, which drops every mapping, so the next sweep faults
  *           again.
+ *   scatter N reads, each of a different page of a 1 GiB region whose
+ *           PTEs point at the frames of the hidden region in a scattered
+ *           order (frame index i * 7919 mod 16384), with A clear: no two
+ *           neighbours share a run of frames, so under bt86 every page is
+ *           its own host mapping. More than 65530 of them would exhaust
+ *           Linux's per-process limit (vm.max_map_count) if the monitor
+ *           did not drop its mappings in time; a hostile guest does this.
  *   fork    N address spaces created and destroyed, as a fork-and-exit
  *           workload does: a page directory (the kernel's PDEs copied), a
  *           page table with the kernel's PTEs and three user pages (code,
@@ -47,6 +54,8 @@
 #define HIDDEN_BASE 0x10000000u /* hidden: linear base of the 64 MiB region */
 #define HIDDEN_PHYS 0x02000000u /* its frames: physical 32 MiB to 96 MiB */
 #define HIDDEN_PAGES 16384u
+#define SCATTER_BASE 0x40000000u /* scatter: 1 GiB of scattered mappings */
+#define SCATTER_PAGES 262144u
 #define USER_CODE 0x00010000u /* fork: the child's pages */
 #define USER_DATA 0x00011000u
 #define USER_STACK 0x00012000u
@@ -158,6 +167,26 @@ static void map_hidden_tables(void)
     }
 }
 
+static uint32_t scatter_frame(uint32_t i) { return (i * 7919u) % HIDDEN_PAGES; }
+
+static void map_scatter_tables(void)
+{
+    for (uint32_t t = 0; t < SCATTER_PAGES / 1024; t++) {
+        pte_t *pt = (pte_t *)frame_alloc(&pool);
+        for (uint32_t i = 0; i < 1024; i++)
+            pt[i] = (HIDDEN_PHYS + scatter_frame(t * 1024 + i) * PAGE_SIZE) | PG_P | PG_RW;
+        kernel_pd[pde_index(SCATTER_BASE) + t] = (uint32_t)pt | PG_P | PG_RW;
+    }
+}
+
+static uint32_t bench_scatter(uint32_t n)
+{
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum = sum * 31 + *word(SCATTER_BASE + (i % SCATTER_PAGES) * PAGE_SIZE);
+    return sum;
+}
+
 static uint32_t bench_hidden(uint32_t n)
 {
     uint32_t sum = 0;
@@ -232,7 +261,7 @@ struct mode {
 
 static const struct mode modes[] = {
     { "pf", bench_pf }, { "invlpg", bench_invlpg }, { "cr3", bench_cr3 },
-    { "hidden", bench_hidden }, { "fork", bench_fork },
+    { "hidden", bench_hidden }, { "scatter", bench_scatter }, { "fork", bench_fork },
 };
 
 int kmain(uint32_t magic, const struct multiboot_info *info)
@@ -247,17 +276,19 @@ int kmain(uint32_t magic, const struct multiboot_info *info)
         if (!strncmp(name, modes[i].name, sizeof(name)))
             mode = &modes[i];
     if (!mode) {
-        printf("pagebench: unknown mode '%s': use mode=pf|invlpg|cr3|hidden|fork n=N\n", name);
+        printf("pagebench: unknown mode '%s': use mode=pf|invlpg|cr3|hidden|scatter|fork n=N\n", name);
         return EXIT_FAIL;
     }
 
     user_init((uint32_t)kernel_stack_top);
     frame_pool_init(&pool, POOL_BASE, POOL_END);
     build_kernel_space();
-    if (mode->run == bench_hidden) {
+    if (mode->run == bench_hidden || mode->run == bench_scatter)
         map_hidden_region();
+    if (mode->run == bench_hidden)
         map_hidden_tables();
-    }
+    if (mode->run == bench_scatter)
+        map_scatter_tables();
     paging_enable((uint32_t)kernel_pd);
 
     uint32_t checksum = mode->run(n);

@@ -106,8 +106,18 @@ pub struct Shadow {
     /// 4 MiB regions (linear address >> 22) with pages of a 4 MiB guest
     /// page mapped.
     large: FastMap<u32, ()>,
+    /// `mmap` calls since the last full drop: a bound on the host mappings
+    /// (VMAs) the shadow holds.
+    live_maps: usize,
     pub stats: ShadowStats,
 }
+
+/// The most shadow `mmap` calls kept before everything is dropped. Each
+/// call can add a host mapping and split the reservation around it, and
+/// Linux allows a process 65530 mappings (`vm.max_map_count`): a guest
+/// that scatters its pages must not use them all up, or the monitor's own
+/// allocations would fail.
+const MAX_LIVE_MAPS: usize = 16_384;
 
 impl Shadow {
     /// What linear page `page` is mapped to, if anything.
@@ -147,6 +157,10 @@ impl Shadow {
         for i in 0..count {
             self.forget(page + i);
         }
+        if self.live_maps >= MAX_LIVE_MAPS {
+            self.drop_all(space)?;
+        }
+        self.live_maps += 1;
         if let Err(e) = space.map_frames(page, frame, count, mapping.writable) {
             // Too many distinct mappings for the host (vm.max_map_count):
             // start afresh, as a TLB that overflows does.
@@ -266,6 +280,7 @@ impl Shadow {
             i += n as usize;
         }
         self.large = self.pages.iter().filter(|(_, m)| m.large).map(|(page, _)| (page >> 10, ())).collect();
+        self.live_maps = self.live_maps.min(self.pages.len());
         self.stats.flushes += 1;
         self.stats.kept_on_switch += self.pages.len() as u64;
         Ok(dropped.len())
@@ -278,6 +293,7 @@ impl Shadow {
         self.supervisor_count = 0;
         self.lowest_supervisor = None;
         self.large.clear();
+        self.live_maps = 0;
         self.stats.flushes += 1;
         space.unmap_guest()
     }
