@@ -28,8 +28,6 @@ const PAGE: usize = 4096;
 /// `vm.mmap_min_addr`, 4096 on these hosts.
 const LOW: usize = PAGE;
 const FOUR_GIB: usize = 1 << 32;
-/// Mappings of at most this many pages are populated when they are made.
-const POPULATE_MAX: u32 = 64;
 
 /// The reservation of the low 4 GiB, with RAM and the monitor area in it.
 /// Dropping it unmaps everything.
@@ -95,18 +93,17 @@ impl AddressSpace {
             return Err(io::Error::other(format!("frames {frame:#x}+{count} lie outside guest RAM")));
         }
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
-        // A shadow fill is about to be used: have the kernel enter the host
-        // page-table entries now, in this call, rather than take one more
-        // (host-only) page fault per page on first touch. The identity
-        // layout of all RAM is left to fill lazily.
-        let populate = if count <= POPULATE_MAX { libc::MAP_POPULATE } else { 0 };
+        // No MAP_POPULATE: it enters the pages one by one through the slow
+        // path of get_user_pages, and measured twice as slow here as
+        // leaving them to the first touch, where the kernel's fault-around
+        // maps up to 16 pages of the file at once.
         // SAFETY: `guest_range` checked that the target lies inside our own
         // reservation and below the monitor area, so MAP_FIXED replaces
         // only guest mappings this object owns, which no Rust reference
         // points into (the machine reaches RAM through its own mapping).
         // The file holds ram_size bytes, which covers the range (checked).
         let p = unsafe {
-            libc::mmap(addr, len, prot, libc::MAP_SHARED | libc::MAP_FIXED | populate, self.ram_fd, (frame as usize * PAGE) as libc::off_t)
+            libc::mmap(addr, len, prot, libc::MAP_SHARED | libc::MAP_FIXED, self.ram_fd, (frame as usize * PAGE) as libc::off_t)
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
