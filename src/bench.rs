@@ -26,6 +26,10 @@
 //!    guest run end to end by `bt86 run` and by QEMU. The guest of the
 //!    first two is built by [`ring_guest`], and QEMU and `bt86 run` are
 //!    timed as processes by [`external`].
+//! 5. **Shadow page tables (issue 4).** A guest #PF round trip, `invlpg`
+//!    and a CR3 switch against QEMU; one hidden fault against a bare host
+//!    SIGSEGV round trip; a thousand address spaces against QEMU. The
+//!    pagebench guest runs them; see [`paging`].
 //!
 //! `bt86 bench` runs them all with [`run_all`] and prints [`format_table`];
 //! the criterion benches in `benches/` call the same pieces. This module
@@ -45,6 +49,7 @@ use bt86_translate::{BufferMemory, CodeSource, Mode, TranslationCache};
 use crate::{Exit, RunConfig, Vm};
 
 pub mod external;
+pub mod paging;
 pub mod ring_guest;
 
 use ring_guest::{Entry, Finish, RingGuest};
@@ -1109,6 +1114,8 @@ pub fn run_all(options: &BenchOptions) -> Result<Vec<Measurement>, BenchError> {
     rows.push(measure_timer(&mut bench, options)?);
     drop(bench);
     rows.push(measure_multitask(options)?);
+    // The paging rows build VMs of their own, one at a time.
+    rows.extend(paging::measure_paging(options)?);
     Ok(rows)
 }
 
@@ -1331,7 +1338,7 @@ mod tests {
 
     /// A process can hold only one VM at a time and tests run in parallel
     /// threads, so every test that needs the VM holds this lock.
-    static VM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pub(super) static VM_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// The benchmark VM with the lock held; None (after saying why) on a
     /// host that cannot run bt86.
