@@ -40,9 +40,9 @@ enum Command {
     /// host's system call and QEMU, and print a table of ratios and targets
     /// (about twenty seconds; a few without QEMU).
     Bench(BenchArgs),
-    /// Debug a kernel: step through guest code and its translation. With
-    /// --batch, commands come from FILE (or standard input) and the
-    /// transcript goes to standard output; the terminal UI is not built yet.
+    /// Debug a kernel: step through guest code and its translation, in a
+    /// terminal UI. With --batch, commands come from FILE (or standard
+    /// input) and the transcript goes to standard output.
     Debug(DebugArgs),
 }
 
@@ -354,10 +354,14 @@ fn run(args: RunArgs, gdb_args: GdbArgs) -> i32 {
     code
 }
 
-/// `bt86 debug`: a debugging session on the kernel, in batch mode for now.
+/// `bt86 debug --batch`: a scripted debugging session on the kernel.
 fn debug(args: DebugArgs) -> i32 {
     let Some(mut batch) = args.batch else {
-        eprintln!("bt86: debug: the terminal UI is not built yet; use `bt86 debug --batch [FILE] KERNEL`");
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+            return debug_tui(args);
+        }
+        eprintln!("bt86: debug: the terminal UI needs a terminal on standard input and output; for scripts and pipes use `bt86 debug --batch [FILE] KERNEL`");
         return status::BAD_INPUT;
     };
     if let Err(message) = check_qemu_compat(&args.run) {
@@ -408,6 +412,50 @@ fn debug(args: DebugArgs) -> i32 {
     let _ = session.vm.machine.flush_disk();
     match outcome {
         Ok(outcome) => outcome.exit.map_or(0, |exit| bt86::describe_exit(&exit).0),
+        Err(e) => {
+            eprintln!("bt86: debug: {e}");
+            status::MONITOR_ERROR
+        }
+    }
+}
+
+/// `bt86 debug KERNEL` on a terminal: the terminal UI (`bt86_debug::tui`).
+/// The guest's COM1 output goes to a panel of the UI rather than over the
+/// screen.
+fn debug_tui(args: DebugArgs) -> i32 {
+    if let Err(message) = check_qemu_compat(&args.run) {
+        eprintln!("bt86: {message}");
+        return status::BAD_INPUT;
+    }
+    let disk = match args.run.disk.as_deref().map(bt86::DiskConfig::parse).transpose() {
+        Ok(disk) => disk,
+        Err(message) => {
+            eprintln!("bt86: {message}");
+            return status::BAD_INPUT;
+        }
+    };
+    let kernel = args.run.kernel.or(args.run.kernel_opt);
+    let config = RunConfig { kernel, memory: args.run.memory, append: args.run.append, modules: args.run.initrd, timeout: None, disk };
+    let serial = bt86_debug::tui::SerialCapture::new();
+    let vm = match bt86::build_vm(&config, Box::new(serial.clone())) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("bt86: {e}");
+            return e.status();
+        }
+    };
+    let mut session = bt86_debug::Session::new(vm);
+    let (title, image) = match &config.kernel {
+        Some(path) => (path.display().to_string(), std::fs::read(path).unwrap_or_default()),
+        None => ("the demo guest".to_string(), bt86::DEMO_GUEST.to_vec()),
+    };
+    let symbols = bt86_debug::Symbols::from_elf(&image);
+    session.set_symbols(symbols.clone());
+    let result = bt86_debug::tui::run(&mut session, symbols, Some(serial), &title);
+    let _ = session.vm.machine.flush_disk();
+    match result {
+        // As in batch mode: the guest's status if it ended, else 0.
+        Ok(finished) => finished.map_or(0, |exit| bt86::describe_exit(&exit).0),
         Err(e) => {
             eprintln!("bt86: debug: {e}");
             status::MONITOR_ERROR

@@ -4,7 +4,8 @@
 //! the command session with Bochs-like command names ([`session`]), the
 //! plain-text views of registers, descriptor tables, page tables and
 //! translations shared by every front end ([`inspect`]), and the scripted
-//! mode that reads commands from a file or standard input ([`batch`]).
+//! mode that reads commands from a file or standard input ([`batch`]), and
+//! the terminal UI that shows all of it on one screen ([`tui`]).
 //!
 //! It drives the guest only through the monitor's run-control API
 //! (`bt86_native::runctl`: step, resume, breakpoints, watchpoints, memory
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod gdb;
 pub mod inspect;
 pub mod session;
+pub mod tui;
 
 pub use batch::{run_batch, BatchOutcome};
 pub use session::{CommandError, Session, Symbols};
