@@ -30,6 +30,8 @@
 //!    and a CR3 switch against QEMU; one hidden fault against a bare host
 //!    SIGSEGV round trip; a thousand address spaces against QEMU. The
 //!    pagebench guest runs them; see [`paging`].
+//! 6. **The debugger at rest (issue 5).** The compute guest resumed by the
+//!    debugger with no breakpoint, against a plain run; see [`debugger`].
 //!
 //! `bt86 bench` runs them all with [`run_all`] and prints [`format_table`];
 //! the criterion benches in `benches/` call the same pieces. This module
@@ -48,6 +50,7 @@ use bt86_translate::{BufferMemory, CodeSource, Mode, TranslationCache};
 
 use crate::{Exit, RunConfig, Vm};
 
+pub mod debugger;
 pub mod external;
 pub mod paging;
 pub mod ring_guest;
@@ -1116,6 +1119,7 @@ pub fn run_all(options: &BenchOptions) -> Result<Vec<Measurement>, BenchError> {
     rows.push(measure_multitask(options)?);
     // The paging rows build VMs of their own, one at a time.
     rows.extend(paging::measure_paging(options)?);
+    rows.push(debugger::measure_debugger_overhead(options)?);
     Ok(rows)
 }
 

@@ -10,8 +10,8 @@
 //!   and the session goes on.
 //! - Batch mode through the `bt86` binary: the transcript and the exit
 //!   status.
-//! - Where QEMU and gdb are installed: the EIPs of single-stepping a short
-//!   deterministic guest match QEMU's, stepped through its gdb stub.
+//!
+//! Single-stepping compared with QEMU's gdb stub is in `tests/step_qemu.rs`.
 //!
 //! One VM per process: the tests that build a VM take [`VM_LOCK`] first.
 
