@@ -40,6 +40,10 @@ static volatile uint32_t soft_ints, invalid_opcodes;
 /* The operand of sgdt/lgdt and sidt/lidt: a 16-bit limit and a 32-bit
  * base (SDM Vol. 3A section 3.5.1, figure 3-11). */
 uint8_t step_dtr[8];
+/* The source and the destination of the stretch's repeated string
+ * instructions. */
+char step_src[8] = "abcdefg";
+char step_dst[8];
 
 __asm__(
     "    .text\n"
@@ -70,6 +74,18 @@ __asm__(
     "    movw %ax, %ss\n"
     "    xorl %eax, %eax\n"
     "    cpuid\n"
+    /* Repeated string instructions: single-stepping stops after every
+       iteration, with EIP still at the instruction (SDM Vol. 3A section
+       17.3.1.4). */
+    "    cld\n"
+    "    movl $step_src, %esi\n"
+    "    movl $step_dst, %edi\n"
+    "    movl $3, %ecx\n"
+    "    rep movsb\n"
+    "    movl $step_src, %edi\n"
+    "    movb $'c', %al\n"
+    "    movl $8, %ecx\n"
+    "    repne scasb\n"
     /* A far jump and a far call to the same code segment. */
     "    ljmp $0x08, $1f\n"
     "1:  lcall $0x08, $step_far\n"

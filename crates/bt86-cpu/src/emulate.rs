@@ -79,12 +79,31 @@ impl From<Exception> for EmulateError {
 /// in errors and its `next_ip()` becomes the new EIP) with the bitness of
 /// the guest's code segment. On `Err`, EIP is unchanged.
 pub fn emulate(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<(), EmulateError> {
-    let mut emulator = Emulator { cpu, bus, insn };
+    let mut emulator = Emulator { cpu, bus, insn, one_iteration: false, finished: true };
     emulator.execute()?;
     // EIP is a 32-bit register; the decoder's 64-bit IP never exceeds it
     // when decoding 16- or 32-bit code.
     emulator.cpu.eip = insn.next_ip() as u32;
     Ok(())
+}
+
+/// Executes one iteration of a repeated string instruction (MOVS, STOS,
+/// LODS, CMPS or SCAS with a REP, REPE or REPNE prefix), as the processor
+/// does between two single-step traps: with EFLAGS.TF set, "the processor
+/// generates a single-step debug exception after each iteration" (SDM Vol.
+/// 3A §17.3.1.4). EIP stays at the instruction while iterations remain,
+/// and moves past it once the count is zero or the REPE/REPNE condition
+/// ends the loop (a zero count on entry completes it at once). Returns
+/// whether the instruction completed. Any other instruction is emulated
+/// whole, as [`emulate`] does.
+pub fn emulate_iteration(cpu: &mut Cpu, bus: &mut dyn Bus, insn: &Instruction) -> Result<bool, EmulateError> {
+    let mut emulator = Emulator { cpu, bus, insn, one_iteration: true, finished: true };
+    emulator.execute()?;
+    let done = emulator.finished;
+    if done {
+        emulator.cpu.eip = insn.next_ip() as u32;
+    }
+    Ok(done)
 }
 
 /// One operand of the instruction being emulated, once its addressing has
@@ -133,6 +152,11 @@ enum Repeat {
 struct Emulator<'a> {
     cpu: &'a mut Cpu,
     bus: &'a mut dyn Bus,
+    /// Run at most one iteration of a repeated string instruction
+    /// ([`emulate_iteration`]).
+    one_iteration: bool,
+    /// Cleared when that iteration leaves more to do.
+    finished: bool,
     insn: &'a Instruction,
 }
 
@@ -664,6 +688,11 @@ impl Emulator<'_> {
                 Repeat::WhileEqual if !zf => break,
                 Repeat::WhileNotEqual if zf => break,
                 _ => {}
+            }
+            if self.one_iteration {
+                // More iterations follow unless the count ran out.
+                self.finished = self.read_register(cx)? == 0;
+                break;
             }
         }
         Ok(())

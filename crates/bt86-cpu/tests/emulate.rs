@@ -5,7 +5,7 @@
 //! does not list must stay exactly as it was, and a faulting case must
 //! leave everything (except EIP's advance, which it must not make) as it was.
 
-use bt86_cpu::emulate::{emulate, EmulateError};
+use bt86_cpu::emulate::{emulate, emulate_iteration, EmulateError};
 use bt86_cpu::state::{flags, gpr};
 use bt86_cpu::{Cpu, Exception, SegReg, Segment, Selector};
 use bt86_machine::{Bus, GuestPhysAddr, IoSize};
@@ -846,4 +846,45 @@ fn unsupported_instructions_name_themselves() {
         EmulateError::from(Exception::DivideError),
         EmulateError::Exception(Exception::DivideError)
     );
+}
+
+/// Single-stepping a repeated string instruction runs one iteration per
+/// step, with EIP at the instruction until the last one (SDM Vol. 3A
+/// §17.3.1.4): for every repeated string case of the table that completes,
+/// `emulate_iteration` called until it reports completion must take one
+/// call per element (and one for a zero count), keep EIP in place until
+/// then, and end in exactly the state `emulate` reaches in one go.
+#[test]
+fn string_instructions_step_one_iteration_at_a_time() {
+    let mut checked = 0;
+    for case in cases() {
+        let insn = Decoder::with_ip(32, case.code, u64::from(EIP), DecoderOptions::NONE).decode();
+        let repeated = insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix());
+        if !repeated || !matches!(case.want, Want::Done) {
+            continue;
+        }
+        let (mut whole_cpu, mut whole_bus) = initial_state(&case);
+        emulate(&mut whole_cpu, &mut whole_bus, &insn).expect(case.name);
+        let (mut cpu, mut bus) = initial_state(&case);
+        let count = cpu.gpr[ECX];
+        let mut calls = 0u32;
+        loop {
+            calls += 1;
+            let before = cpu.gpr[ECX];
+            let done = emulate_iteration(&mut cpu, &mut bus, &insn).expect(case.name);
+            if done {
+                break;
+            }
+            assert_eq!(cpu.eip, EIP, "{}: EIP moved before the last iteration", case.name);
+            assert_eq!(cpu.gpr[ECX], before.wrapping_sub(1), "{}: one element per iteration", case.name);
+            assert!(calls <= count, "{}: more iterations than elements", case.name);
+        }
+        let elements = count - cpu.gpr[ECX];
+        assert_eq!(calls, elements.max(1), "{}: one call per element", case.name);
+        assert_eq!(cpu.eip, insn.next_ip() as u32, "{}: EIP after the last iteration", case.name);
+        assert_eq!((cpu.gpr, cpu.eflags), (whole_cpu.gpr, whole_cpu.eflags), "{}: registers", case.name);
+        assert!(bus.ram == whole_bus.ram, "{}: memory differs from the whole emulation", case.name);
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} repeated string cases in the table");
 }

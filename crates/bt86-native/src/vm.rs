@@ -1060,7 +1060,16 @@ impl Vm {
     /// Executes a callout on the virtual CPU.
     fn callout(&mut self, insn: &Instruction, reason: CalloutReason, trap_flag: bool) -> Result<Option<Exit>, NativeError> {
         let software_int = matches!(insn.mnemonic(), Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1);
+        let mut written = Vec::new();
         let result = match insn.mnemonic() {
+            // Single-stepping a repeated string instruction: one iteration,
+            // EIP kept at the instruction until the last.
+            _ if reason == CalloutReason::RepeatIteration => {
+                let mut bus = WriteLog { machine: &mut self.machine, frames: Vec::new() };
+                let result = bt86_cpu::emulate::emulate_iteration(&mut self.cpu, &mut bus, insn);
+                written = bus.frames;
+                result.map(|_| bt86_cpu::exec::Effect::Continue)
+            }
             // Indirect branches through a GS or CS override, and 16-bit
             // near branches: read the target with full segment checks here.
             _ if is_near_branch(insn) && reason != CalloutReason::FarTransfer => {
@@ -1068,6 +1077,7 @@ impl Vm {
             }
             _ => bt86_cpu::exec::execute(&mut self.cpu, &mut self.machine, insn, host_tsc()),
         };
+        self.check_written_code(&written)?;
         match result {
             Ok(effect) => {
                 if software_int {

@@ -57,6 +57,10 @@ pub enum CalloutReason {
     CsOverride,
     /// A near branch with a 16-bit operand size, rare enough to emulate.
     OddBranch,
+    /// A repeated string instruction (REP MOVS, STOS, LODS, CMPS, SCAS)
+    /// in single-step mode: the processor traps after each iteration (SDM
+    /// Vol. 3A §17.3.1.4), so the monitor runs one at a time.
+    RepeatIteration,
 }
 
 impl CalloutReason {
@@ -77,6 +81,7 @@ impl CalloutReason {
             CalloutReason::GsOverride => "GS override: GS is the monitor's segment",
             CalloutReason::CsOverride => "CS override: host CS is the flat TC segment",
             CalloutReason::OddBranch => "16-bit near branch: emulated",
+            CalloutReason::RepeatIteration => "repeated string, single-stepped: one iteration a step",
         }
     }
 
@@ -97,6 +102,7 @@ impl CalloutReason {
             CalloutReason::GsOverride => "gs-override",
             CalloutReason::CsOverride => "cs-override",
             CalloutReason::OddBranch => "odd-branch",
+            CalloutReason::RepeatIteration => "rep-iteration",
         }
     }
 }
@@ -179,6 +185,12 @@ pub fn classify(insn: &Instruction, mode: Mode) -> Class {
         }
     }
     let callout = |r| Class::Callout(r);
+    if mode.single_step && insn.is_string_instruction() && (insn.has_rep_prefix() || insn.has_repne_prefix()) {
+        // Port string instructions are callouts anyway (below).
+        if !matches!(insn.mnemonic(), M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd) {
+            return callout(CalloutReason::RepeatIteration);
+        }
+    }
     match insn.mnemonic() {
         // Privileged instructions: they fault at host ring 3, and their
         // effect belongs to the virtual CPU (SDM Vol. 3A §5.9).
