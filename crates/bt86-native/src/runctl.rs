@@ -196,6 +196,11 @@ pub struct DebugState {
     events_total: u64,
     /// Guest pages this state made inaccessible or read-only.
     guarded: BTreeSet<u32>,
+    /// The last [`Vm::resume`] ended with [`Stop::Limit`]: a caller running
+    /// in slices will resume again, and a breakpoint at EIP then was
+    /// reached, not stopped at, so it must be reported rather than
+    /// stepped off.
+    after_limit: bool,
 }
 
 /// The host protection a guest page needs.
@@ -640,6 +645,7 @@ impl Vm {
     /// unit (or takes one pending interrupt on the way, as
     /// [`Vm::step_instruction`] does). Breakpoints do not stop a step.
     pub fn step(&mut self) -> Result<Stop, NativeError> {
+        self.debug.after_limit = false;
         if let Some(stop) = self.step_indirect_branch()? {
             return Ok(stop);
         }
@@ -695,6 +701,7 @@ impl Vm {
     /// exception or an interrupt ends it, as it ends the unit in the
     /// translation cache.
     pub fn step_unit(&mut self) -> Result<Stop, NativeError> {
+        self.debug.after_limit = false;
         let view = self.translation_at(self.cpu.eip)?;
         let mut expected = view.insns.iter().map(|i| i.eip).collect::<VecDeque<u32>>();
         expected.pop_front();
@@ -715,9 +722,14 @@ impl Vm {
     /// and no instruction count, this is the normal run loop at full speed
     /// (with the breakpoint check of each unit entry switched on).
     pub fn resume(&mut self, limit: RunLimit) -> Result<Stop, NativeError> {
+        let eip = self.cpu.eip;
+        if std::mem::take(&mut self.debug.after_limit) && self.debug_is_break(eip) {
+            return Ok(Stop::Breakpoint { eip });
+        }
         self.debug.driving = true;
         self.debug.stop_on_events = limit.stop_on_events;
         let result = self.resume_inner(limit);
+        self.debug.after_limit = matches!(result, Ok(Stop::Limit));
         self.debug.driving = false;
         self.debug.check_breaks = false;
         self.debug.stop_on_events = false;
