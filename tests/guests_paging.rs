@@ -23,32 +23,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{diff, guest, qemu, run_bt86, run_qemu, GUEST_PASS};
-
-/// Runs `name` under QEMU and under bt86 with the same extra arguments and
-/// fails with a readable diff unless output and exit status are identical.
-/// Returns the output, or `None` when QEMU is missing.
-fn compare_with_qemu(name: &str, args: &[&str]) -> Option<Vec<u8>> {
-    qemu()?;
-    let elf = guest(name);
-    let (want, want_status) = run_qemu(&elf, args);
-    assert_eq!(
-        want_status,
-        GUEST_PASS,
-        "the reference run failed: guest {name} {args:?} under QEMU exited with {want_status}, \
-         not {GUEST_PASS}; its output was:\n{}",
-        String::from_utf8_lossy(&want)
-    );
-    let (got, got_status) = run_bt86(&elf, args);
-    if got != want || got_status != want_status {
-        panic!(
-            "guest {name} {args:?}: bt86 differs from QEMU (exit status: QEMU {want_status}, \
-             bt86 {got_status})\n{}",
-            diff("qemu", &want, "bt86", &got)
-        );
-    }
-    Some(got)
-}
+use common::{compare_with_qemu, diff, guest, qemu, run_bt86, run_qemu, GUEST_PASS};
 
 // ---------------------------------------------------------------------
 // pagetest
@@ -72,7 +47,7 @@ fn run_bt86_passing(name: &str, args: &[&str]) -> Vec<u8> {
 #[test]
 fn pagetest_matches_qemu() {
     let out =
-        compare_with_qemu("pagetest", &[]).unwrap_or_else(|| run_bt86_passing("pagetest", &[]));
+        compare_with_qemu("pagetest", &[], &[]).unwrap_or_else(|| run_bt86_passing("pagetest", &[]));
     let mut want = PAGETEST_LINES.join("\n");
     want.push('\n');
     if out != want.as_bytes() {
@@ -653,7 +628,7 @@ fn pagebench_matches_qemu() {
     for &(mode, n) in PAGEBENCH_RUNS {
         let append = format!("mode={mode} n={n}");
         let args = ["-append", append.as_str()];
-        let out = compare_with_qemu("pagebench", &args)
+        let out = compare_with_qemu("pagebench", &args, &args)
             .unwrap_or_else(|| run_bt86_passing("pagebench", &args));
         assert_eq!(
             String::from_utf8_lossy(&out),

@@ -12,31 +12,7 @@
 
 mod common;
 
-use common::{diff, guest, qemu, run_bt86, run_qemu, GUEST_PASS};
-
-/// Runs `name` under QEMU and under bt86 with the same extra arguments and
-/// fails with a readable diff unless output and exit status are identical.
-fn compare_with_qemu(name: &str, qemu_args: &[&str], bt86_args: &[&str]) {
-    if qemu().is_none() {
-        return;
-    }
-    let elf = guest(name);
-    let (want, want_status) = run_qemu(&elf, qemu_args);
-    assert_eq!(
-        want_status,
-        GUEST_PASS,
-        "the reference run failed: guest {name} under QEMU exited with {want_status}, \
-         not {GUEST_PASS}; its output was:\n{}",
-        String::from_utf8_lossy(&want)
-    );
-    let (got, got_status) = run_bt86(&elf, bt86_args);
-    if got != want || got_status != want_status {
-        panic!(
-            "guest {name}: bt86 differs from QEMU (exit status: QEMU {want_status}, bt86 {got_status})\n{}",
-            diff("qemu", &want, "bt86", &got)
-        );
-    }
-}
+use common::{compare_with_qemu, guest, qemu, run_qemu, GUEST_PASS};
 
 #[test]
 fn probe_matches_qemu() {

@@ -21,56 +21,31 @@
 
 mod common;
 
-use common::{diff, guest, qemu, run_bt86, run_qemu, GUEST_PASS};
-
-/// Runs `name` under QEMU and under bt86 with the same extra arguments and
-/// fails with a readable diff unless output and exit status are identical.
-fn compare_with_qemu(name: &str, args: &[&str]) {
-    if qemu().is_none() {
-        return;
-    }
-    let elf = guest(name);
-    let (want, want_status) = run_qemu(&elf, args);
-    assert_eq!(
-        want_status,
-        GUEST_PASS,
-        "the reference run failed: guest {name} {args:?} under QEMU exited with {want_status}, \
-         not {GUEST_PASS}; its output was:\n{}",
-        String::from_utf8_lossy(&want)
-    );
-    let (got, got_status) = run_bt86(&elf, args);
-    if got != want || got_status != want_status {
-        panic!(
-            "guest {name} {args:?}: bt86 differs from QEMU (exit status: QEMU {want_status}, \
-             bt86 {got_status})\n{}",
-            diff("qemu", &want, "bt86", &got)
-        );
-    }
-}
+use common::{compare_with_qemu, guest, qemu, run_qemu, GUEST_PASS};
 
 #[test]
 fn rings_matches_qemu() {
-    compare_with_qemu("rings", &[]);
+    compare_with_qemu("rings", &[], &[]);
 }
 
 #[test]
 fn rings_without_call_gates_matches_qemu() {
-    compare_with_qemu("rings", &["-append", "callgate=0"]);
+    compare_with_qemu("rings", &["-append", "callgate=0"], &["-append", "callgate=0"]);
 }
 
 #[test]
 fn timer_matches_qemu() {
-    compare_with_qemu("timer", &[]);
+    compare_with_qemu("timer", &[], &[]);
 }
 
 #[test]
 fn multitask_matches_qemu() {
-    compare_with_qemu("multitask", &[]);
+    compare_with_qemu("multitask", &[], &[]);
 }
 
 #[test]
 fn spin_matches_qemu() {
-    compare_with_qemu("spin", &[]);
+    compare_with_qemu("spin", &[], &[]);
 }
 
 /// The lines each guest must print under QEMU, in this order (others may

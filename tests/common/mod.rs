@@ -158,6 +158,33 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Runs guest `name` under QEMU with `qemu_args` and under bt86 with
+/// `bt86_args` (usually the same) and fails with a readable diff unless
+/// the bytes on COM1 and the exit status are identical, and the reference
+/// run passed. Returns the output, or `None` (after saying why) when QEMU
+/// is missing.
+pub fn compare_with_qemu(name: &str, qemu_args: &[&str], bt86_args: &[&str]) -> Option<Vec<u8>> {
+    qemu()?;
+    let elf = guest(name);
+    let (want, want_status) = run_qemu(&elf, qemu_args);
+    assert_eq!(
+        want_status,
+        GUEST_PASS,
+        "the reference run failed: guest {name} {qemu_args:?} under QEMU exited with {want_status}, \
+         not {GUEST_PASS}; its output was:\n{}",
+        String::from_utf8_lossy(&want)
+    );
+    let (got, got_status) = run_bt86(&elf, bt86_args);
+    if got != want || got_status != want_status {
+        panic!(
+            "guest {name} {bt86_args:?}: bt86 differs from QEMU (exit status: QEMU {want_status}, \
+             bt86 {got_status})\n{}",
+            diff("qemu", &want, "bt86", &got)
+        );
+    }
+    Some(got)
+}
+
 /// A readable line-by-line comparison of two outputs: common lines are
 /// shown once, differing lines as `-` (expected) and `+` (actual) pairs.
 /// Bytes that are not UTF-8 are shown escaped.

@@ -147,48 +147,64 @@ pub fn sreg(vm: &Vm) -> String {
     out
 }
 
+/// The CR0 bits the virtual CPU knows, by name.
+const CR0_BITS: [(u32, &str); 11] = [
+    (cr::CR0_PG, "PG"),
+    (cr::CR0_CD, "CD"),
+    (cr::CR0_NW, "NW"),
+    (cr::CR0_AM, "AM"),
+    (cr::CR0_WP, "WP"),
+    (cr::CR0_NE, "NE"),
+    (cr::CR0_ET, "ET"),
+    (cr::CR0_TS, "TS"),
+    (cr::CR0_EM, "EM"),
+    (cr::CR0_MP, "MP"),
+    (cr::CR0_PE, "PE"),
+];
+
+/// The CR4 bits the virtual CPU knows, by name.
+const CR4_BITS: [(u32, &str); 10] = [
+    (cr::CR4_OSXMMEXCPT, "OSXMMEXCPT"),
+    (cr::CR4_OSFXSR, "OSFXSR"),
+    (cr::CR4_PCE, "PCE"),
+    (cr::CR4_PGE, "PGE"),
+    (cr::CR4_PAE, "PAE"),
+    (cr::CR4_PSE, "PSE"),
+    (cr::CR4_DE, "DE"),
+    (cr::CR4_TSD, "TSD"),
+    (cr::CR4_PVI, "PVI"),
+    (cr::CR4_VME, "VME"),
+];
+
+/// The names of the bits of `value` that are set, from `table`, or `-`.
+fn bit_names(value: u32, table: &[(u32, &str)]) -> String {
+    let set: Vec<&str> = table.iter().filter(|(m, _)| value & m != 0).map(|(_, n)| *n).collect();
+    if set.is_empty() {
+        "-".to_string()
+    } else {
+        set.join(" ")
+    }
+}
+
+/// The names of the CR0 bits set in `cr0` (`PG ET PE`), or `-`.
+pub fn cr0_bits(cr0: u32) -> String {
+    bit_names(cr0, &CR0_BITS)
+}
+
+/// The names of the CR4 bits set in `cr4`, or `-`.
+pub fn cr4_bits(cr4: u32) -> String {
+    bit_names(cr4, &CR4_BITS)
+}
+
 /// The control registers with their bits decoded, and the virtual CPU's
 /// own state: CPL and the virtual interrupt flag.
 pub fn creg(vm: &Vm) -> String {
     let c = &vm.cpu;
-    let bits = |v: u32, table: &[(u32, &str)]| {
-        let set: Vec<&str> = table.iter().filter(|(m, _)| v & m != 0).map(|(_, n)| *n).collect();
-        if set.is_empty() {
-            "-".to_string()
-        } else {
-            set.join(" ")
-        }
-    };
-    let cr0 = [
-        (cr::CR0_PG, "PG"),
-        (cr::CR0_CD, "CD"),
-        (cr::CR0_NW, "NW"),
-        (cr::CR0_AM, "AM"),
-        (cr::CR0_WP, "WP"),
-        (cr::CR0_NE, "NE"),
-        (cr::CR0_ET, "ET"),
-        (cr::CR0_TS, "TS"),
-        (cr::CR0_EM, "EM"),
-        (cr::CR0_MP, "MP"),
-        (cr::CR0_PE, "PE"),
-    ];
-    let cr4 = [
-        (cr::CR4_OSXMMEXCPT, "OSXMMEXCPT"),
-        (cr::CR4_OSFXSR, "OSFXSR"),
-        (cr::CR4_PCE, "PCE"),
-        (cr::CR4_PGE, "PGE"),
-        (cr::CR4_PAE, "PAE"),
-        (cr::CR4_PSE, "PSE"),
-        (cr::CR4_DE, "DE"),
-        (cr::CR4_TSD, "TSD"),
-        (cr::CR4_PVI, "PVI"),
-        (cr::CR4_VME, "VME"),
-    ];
     let mut out = String::new();
-    let _ = writeln!(out, "cr0 {:#010x}  {}", c.cr0, bits(c.cr0, &cr0));
+    let _ = writeln!(out, "cr0 {:#010x}  {}", c.cr0, cr0_bits(c.cr0));
     let _ = writeln!(out, "cr2 {:#010x}  (last page-fault address)", c.cr2);
     let _ = writeln!(out, "cr3 {:#010x}  (page directory at {:#010x})", c.cr3, c.cr3 & entry::FRAME_4K);
-    let _ = writeln!(out, "cr4 {:#010x}  {}", c.cr4, bits(c.cr4, &cr4));
+    let _ = writeln!(out, "cr4 {:#010x}  {}", c.cr4, cr4_bits(c.cr4));
     let _ = writeln!(
         out,
         "cpl {}  virtual IF {}  IOPL {}{}",

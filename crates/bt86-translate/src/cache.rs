@@ -727,7 +727,7 @@ mod tests {
         let mut mem = BufferMemory::new();
         let mut tc = TranslationCache::new(&mut mem);
         // 0x1000: jmp 0x1010    0x1010: jmp 0x2000    0x2000: ret
-        let mut page1 = vec![0u8; 0x20];
+        let mut page1 = [0u8; 0x20];
         page1[..5].copy_from_slice(&[0xE9, 0x0B, 0, 0, 0]);
         page1[0x10..0x15].copy_from_slice(&[0xE9, 0xEB, 0x0F, 0, 0]);
         let (a, _) = tc.translate(&mut mem, &mut (0x1000, &page1[..]), 0x1000, Mode::default());

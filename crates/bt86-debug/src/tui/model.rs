@@ -10,7 +10,7 @@
 //! current translation unit is translated if it is not in the cache yet,
 //! exactly as the `t` command does. Nothing here runs the guest.
 
-use bt86_cpu::state::{cr, flags, gpr};
+use bt86_cpu::state::{flags, gpr};
 use bt86_cpu::{SegReg, Segment};
 use bt86_native::{BreakAddr, Vm};
 
@@ -382,43 +382,9 @@ pub fn registers_view(vm: &Vm) -> RegistersView {
     }
 }
 
-/// The names of the bits of `value` that are set, from `table`, or `-`.
-fn bit_names(value: u32, table: &[(u32, &str)]) -> String {
-    let set: Vec<&str> = table.iter().filter(|(m, _)| value & m != 0).map(|(_, n)| *n).collect();
-    if set.is_empty() {
-        "-".to_string()
-    } else {
-        set.join(" ")
-    }
-}
-
 /// The virtual CPU panel.
 pub fn vcpu_view(vm: &Vm) -> VcpuView {
     let c = &vm.cpu;
-    let cr0 = [
-        (cr::CR0_PG, "PG"),
-        (cr::CR0_CD, "CD"),
-        (cr::CR0_NW, "NW"),
-        (cr::CR0_AM, "AM"),
-        (cr::CR0_WP, "WP"),
-        (cr::CR0_NE, "NE"),
-        (cr::CR0_ET, "ET"),
-        (cr::CR0_TS, "TS"),
-        (cr::CR0_EM, "EM"),
-        (cr::CR0_MP, "MP"),
-        (cr::CR0_PE, "PE"),
-    ];
-    let cr4 = [
-        (cr::CR4_OSXMMEXCPT, "OSXMMEXCPT"),
-        (cr::CR4_OSFXSR, "OSFXSR"),
-        (cr::CR4_PGE, "PGE"),
-        (cr::CR4_PAE, "PAE"),
-        (cr::CR4_PSE, "PSE"),
-        (cr::CR4_DE, "DE"),
-        (cr::CR4_TSD, "TSD"),
-        (cr::CR4_PVI, "PVI"),
-        (cr::CR4_VME, "VME"),
-    ];
     VcpuView {
         cpl: c.cpl(),
         virtual_if: c.interrupts_enabled(),
@@ -428,8 +394,8 @@ pub fn vcpu_view(vm: &Vm) -> VcpuView {
         cr2: c.cr2,
         cr3: c.cr3,
         cr4: c.cr4,
-        cr0_bits: bit_names(c.cr0, &cr0),
-        cr4_bits: bit_names(c.cr4, &cr4),
+        cr0_bits: inspect::cr0_bits(c.cr0),
+        cr4_bits: inspect::cr4_bits(c.cr4),
         gdtr: (c.gdtr.base, c.gdtr.limit),
         idtr: (c.idtr.base, c.idtr.limit),
         tr: segment_view("tr", &c.tr),
