@@ -17,11 +17,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -69,10 +68,10 @@ fn symbol_after(elf: &Path, addr: u32) -> u32 {
 /// A `bt86 run --gdb` process, with its output collected in the
 /// background.
 struct Bt86 {
-    child: Child,
+    process: common::Process,
     port: u16,
-    stdout: thread::JoinHandle<String>,
-    stderr: mpsc::Receiver<String>,
+    /// Standard error read while looking for the port.
+    seen: Vec<String>,
 }
 
 /// What a finished bt86 process left behind.
@@ -86,81 +85,34 @@ impl Bt86 {
     /// Starts `bt86 run --gdb 127.0.0.1:0 [args] GUEST` and waits for the
     /// line that names the port it listens on.
     fn start(guest: &str, args: &[&str]) -> Bt86 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bt86"))
-            .args(["run", "--gdb", "127.0.0.1:0", "--timeout", "60"])
-            .args(args)
-            .arg(common::guest(guest))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("bt86 starts");
-        let mut out = child.stdout.take().expect("piped");
-        let stdout = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        });
-        let (tx, rx) = mpsc::channel();
-        let err = BufReader::new(child.stderr.take().expect("piped"));
-        thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bt86"));
+        cmd.args(["run", "--gdb", "127.0.0.1:0", "--timeout", "60"]).args(args).arg(common::guest(guest));
+        let process = common::Process::spawn(cmd, "bt86");
         let mut seen = Vec::new();
         let port = loop {
-            let line = rx.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("bt86 never said where it listens; it printed:\n{}", seen.join("\n")));
+            let line = process
+                .stderr
+                .recv_timeout(LIMIT)
+                .unwrap_or_else(|_| panic!("bt86 never said where it listens; it printed:\n{}", seen.join("\n")));
             if let Some(rest) = line.strip_prefix("bt86: waiting for gdb on 127.0.0.1:") {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 break digits.parse().unwrap_or_else(|_| panic!("no port in {line:?}"));
             }
             seen.push(line);
         };
-        let mut bt86 = Bt86 { child, port, stdout, stderr: rx };
-        bt86.stderr_prefix(seen);
-        bt86
-    }
-
-    /// Puts back the lines read while looking for the port.
-    fn stderr_prefix(&mut self, lines: Vec<String>) {
-        let (tx, rx) = mpsc::channel();
-        for line in lines {
-            let _ = tx.send(line);
-        }
-        let old = std::mem::replace(&mut self.stderr, rx);
-        thread::spawn(move || {
-            while let Ok(line) = old.recv() {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        Bt86 { process, port, seen }
     }
 
     fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Waits for bt86 to end (killing it after [`LIMIT`]).
-    fn finish(mut self) -> Finished {
-        let start = Instant::now();
-        let status = loop {
-            match self.child.try_wait().expect("wait for bt86") {
-                Some(status) => break status.code().unwrap_or(-1),
-                None if start.elapsed() > LIMIT => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break common::TIMED_OUT;
-                }
-                None => thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let stdout = self.stdout.join().unwrap_or_default();
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        Finished { status, stdout, stderr: stderr.join("\n") }
+    /// Waits for bt86 to end (killing it after the harness's time limit).
+    fn finish(self) -> Finished {
+        let (status, stdout, stderr) = self.process.finish();
+        let mut lines = self.seen;
+        lines.extend(stderr.lines().map(str::to_string));
+        Finished { status, stdout, stderr: lines.join("\n") }
     }
 }
 

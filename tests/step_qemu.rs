@@ -38,13 +38,11 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction};
 
@@ -203,82 +201,13 @@ impl Guest {
     }
 }
 
-/// A child process that is killed if the test ends without waiting for
-/// it, with its output collected in the background.
-struct Process {
-    child: Child,
-    what: &'static str,
-    stdout: Option<thread::JoinHandle<String>>,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn spawn(mut cmd: Command, what: &'static str) -> Process {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {what} ({cmd:?}): {e}"));
-        let mut out = child.stdout.take().expect("piped");
-        let stdout = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        });
-        let (tx, stderr) = mpsc::channel();
-        let err = BufReader::new(child.stderr.take().expect("piped"));
-        thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Process { child, what, stdout: Some(stdout), stderr }
-    }
-
-    /// Waits for the process to end, killing it after [`LIMIT`], and
-    /// returns its status, standard output and standard error.
-    fn finish(mut self) -> (i32, String, String) {
-        let start = Instant::now();
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status.code().unwrap_or(-1),
-                Ok(None) if start.elapsed() > LIMIT => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    eprintln!("{} did not finish within {LIMIT:?} and was killed", self.what);
-                    break common::TIMED_OUT;
-                }
-                Ok(None) => thread::sleep(Duration::from_millis(10)),
-                Err(e) => panic!("could not wait for {}: {e}", self.what),
-            }
-        };
-        let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
-        (status, stdout, stderr.join("\n"))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A test that panicked while this process ran must not leave it
-        // behind; after finish() it has already been reaped.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Runs gdb on the guest with `script` and returns everything it printed.
 fn run_gdb(gdb: &Path, guest: &Guest, dir: &Path, script: &str) -> String {
     let file = dir.join("steps.gdb");
     std::fs::write(&file, script).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
     let mut cmd = Command::new(gdb);
     cmd.args(["-batch", "-nx", "-x"]).arg(&file).arg(&guest.elf);
-    let (_, out, err) = Process::spawn(cmd, "gdb").finish();
+    let (_, out, err) = common::Process::spawn(cmd, "gdb").finish();
     format!("{out}{err}")
 }
 
@@ -317,7 +246,7 @@ fn step_qemu(qemu: &Path, gdb: &Path, guest: &Guest, dir: &Path) -> Stepped {
             .arg(format!("file:{}", serial.display()))
             .arg("-gdb")
             .arg(format!("tcp:127.0.0.1:{port}"));
-        let emulator = Process::spawn(cmd, "qemu-system-i386");
+        let emulator = common::Process::spawn(cmd, "qemu-system-i386");
         // gdb retries a refused connection for up to its connect timeout,
         // which covers the moment QEMU needs to start listening.
         let gdb_output = run_gdb(gdb, guest, dir, &guest.script(&format!("127.0.0.1:{port}")));
@@ -375,7 +304,7 @@ fn drop_repeated_stops(stops: Vec<Stop>) -> (Vec<Stop>, usize) {
 fn step_bt86(gdb: &Path, guest: &Guest, dir: &Path) -> Stepped {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bt86"));
     cmd.args(["run", "--gdb", "127.0.0.1:0", "-S", "--timeout", "60"]).arg(&guest.elf);
-    let emulator = Process::spawn(cmd, "bt86");
+    let emulator = common::Process::spawn(cmd, "bt86");
     // bt86 prints the port it listens on before it waits for gdb.
     let mut seen = Vec::new();
     let port = loop {

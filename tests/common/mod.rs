@@ -7,9 +7,10 @@
 //! output; each test decides what to compare.
 #![allow(dead_code)] // Every test crate uses a different subset.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -234,5 +235,79 @@ impl std::io::Write for SharedBuf {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A child process that is killed if the test ends without waiting for
+/// it, with its output collected in the background.
+pub struct Process {
+    pub child: Child,
+    what: &'static str,
+    stdout: Option<thread::JoinHandle<String>>,
+    /// Standard error, a line at a time, as the process writes it.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `cmd` with standard input closed and its output piped.
+    pub fn spawn(mut cmd: Command, what: &'static str) -> Process {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {what} ({cmd:?}): {e}"));
+        let mut out = child.stdout.take().expect("piped");
+        let stdout = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let (tx, stderr) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().expect("piped"));
+        thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, what, stdout: Some(stdout), stderr }
+    }
+
+    /// Waits for the process to end, killing it after [`TIMEOUT`], and
+    /// returns its status ([`TIMED_OUT`] if it was killed), standard output
+    /// and standard error.
+    pub fn finish(mut self) -> (i32, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code().unwrap_or(-1),
+                Ok(None) if start.elapsed() > TIMEOUT => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    eprintln!("{} did not finish within {TIMEOUT:?} and was killed", self.what);
+                    break TIMED_OUT;
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("could not wait for {}: {e}", self.what),
+            }
+        };
+        let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        // The reader thread ends at end of file, which the process's exit
+        // brings: wait for every line rather than take what has arrived.
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stdout, stderr.join("\n"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A test that panicked while this process ran must not leave it
+        // behind; after finish() it has already been reaped.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
