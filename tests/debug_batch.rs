@@ -266,6 +266,34 @@ fn write_watchpoints_with_paging_stop_at_every_write() {
     assert_eq!(in_handler, faults, "one stop per #PF inside the handler");
 }
 
+/// A step is one guest instruction even when the monitor has work to do
+/// first: with paging on, the first touch of a page is a hidden fault,
+/// after which the instruction runs again, and that must not count as a
+/// step. pagetest's #PF handler begins with straight-line code that reads
+/// a variable on a page nothing touched since the last CR3 switch, so
+/// each of the first steps into it must move to the next instruction.
+#[test]
+fn a_step_through_a_hidden_fault_is_still_one_instruction() {
+    let _g = lock();
+    let on_page_fault = symbol("pagetest", "on_page_fault");
+    let config = RunConfig { kernel: Some(common::guest("pagetest")), ..RunConfig::default() };
+    let mut vm = bt86::build_vm(&config, Box::new(common::SharedBuf::default())).expect("the VM builds");
+    vm.add_breakpoint(BreakAddr::Linear(on_page_fault)).expect("breakpoint");
+    let mut hidden_before_steps = 0;
+    for hit in 0..6 {
+        assert_eq!(vm.resume(RunLimit::default()).expect("resume"), Stop::Breakpoint { eip: on_page_fault }, "hit {hit}");
+        for _ in 0..4 {
+            let eip = vm.cpu.eip;
+            let insn = vm.describe_insn(eip).expect("the handler is mapped");
+            let hidden = vm.stats.shadow.hidden_faults;
+            assert_eq!(vm.step().expect("a step"), Stop::Stepped);
+            assert_eq!(vm.cpu.eip, eip + insn.bytes.len() as u32, "hit {hit}: one step from {eip:#x} (`{}`)", insn.text);
+            hidden_before_steps += vm.stats.shadow.hidden_faults - hidden;
+        }
+    }
+    assert!(hidden_before_steps > 0, "no step met a hidden fault; the test no longer tests anything");
+}
+
 #[test]
 fn step_unit_runs_the_whole_unit() {
     let _g = lock();

@@ -229,6 +229,11 @@ pub struct Vm {
     /// Set by `sti` enabling interrupts: one more instruction runs before
     /// an interrupt is taken.
     interrupt_shadow: bool,
+    /// The last trip into the TC ended before its first instruction could
+    /// complete, only for the monitor to make it possible (a hidden fault
+    /// filled, supervisor mappings dropped, a code page released): the
+    /// instruction runs again and the trip does not count towards a step.
+    retry: bool,
     /// The devices need bringing up to date: the guest talked to them (port
     /// I/O, an emulated access) since the last `advance_to`, or
     /// `device_deadline` passed. Between those, nothing in the devices can
@@ -344,6 +349,7 @@ impl Vm {
             timer,
             armed_for: None,
             interrupt_shadow: false,
+            retry: false,
             stepping: false,
             devices_touched: true,
             device_deadline: None,
@@ -519,6 +525,9 @@ impl Vm {
             self.enter(unit)?;
             if let Some(exit) = self.handle_exit(trap_flag)? {
                 return Ok(exit);
+            }
+            if std::mem::take(&mut self.retry) {
+                trips -= 1;
             }
         }
     }
@@ -1214,7 +1223,10 @@ impl Vm {
         if self.paged_layout {
             if trapno == 14 {
                 match self.hidden_fault(err & 2 != 0, addr)? {
-                    Fill::Done => return Ok(None),
+                    Fill::Done => {
+                        self.retry = true;
+                        return Ok(None);
+                    }
                     Fill::Guest(exception) => return self.deliver(exception),
                     Fill::Emulate => {}
                 }
@@ -1225,6 +1237,7 @@ impl Vm {
                 // ceiling, and run the instruction again natively. A real
                 // guest fault comes straight back and is emulated below.
                 self.shadow.drop_supervisor(&mut self.space).map_err(NativeError::Protect)?;
+                self.retry = true;
                 return Ok(None);
             }
         }
@@ -1259,6 +1272,7 @@ impl Vm {
             // before the next instruction.
             self.release_code_page(frame)?;
             self.step_once = Some(self.cpu.eip);
+            self.retry = true;
             return Ok(None);
         }
         // Anything else is an access the shadow segments or the host
