@@ -124,7 +124,7 @@ pub struct PlacedUnit {
     pub guest_end: u32,
     /// The physical frames of the guest pages the unit's code came from
     /// (one, or two when its last instruction runs across a page end).
-    pub frames: Box<[u32]>,
+    pub frames: Frames,
     pub mode: Mode,
     pub map: Box<[MapEntry]>,
     pub insns: Box<[TranslatedInsn]>,
@@ -140,6 +140,36 @@ pub struct PlacedUnit {
     pub trampoline_guarded: bool,
     /// Cleared by invalidation; the code stays until the next flush.
     pub valid: bool,
+}
+
+/// The physical frames a unit's code came from: one, or two when its last
+/// instruction runs across a page end (a unit never starts a third page).
+/// Kept inline: the cache places hundreds of thousands of units, and an
+/// allocation for each one's frames showed in the translator's profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frames {
+    len: u8,
+    frames: [u32; 2],
+}
+
+impl std::ops::Deref for Frames {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.frames[..usize::from(self.len)]
+    }
+}
+
+impl FromIterator<u32> for Frames {
+    /// Takes the first two frames of the iterator (the only ones a unit
+    /// can have).
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Frames {
+        let mut out = Frames { len: 0, frames: [0; 2] };
+        for frame in iter.into_iter().take(2) {
+            out.frames[usize::from(out.len)] = frame;
+            out.len += 1;
+        }
+        out
+    }
 }
 
 /// An exit stub placed in the cache.
@@ -339,7 +369,7 @@ impl TranslationCache {
     pub fn translate(&mut self, mem: &mut dyn MonitorMemory, src: &mut dyn CodeSource, eip: u32, mode: Mode) -> (UnitId, Flushed) {
         let mut unit = std::mem::take(&mut self.scratch);
         translate_unit_into(&mut unit, src, eip, mode, &self.breaks);
-        let frames: Box<[u32]> = pages(unit.guest_start, unit.guest_end).map(|p| src.frame(p).unwrap_or(p)).collect();
+        let frames: Frames = pages(unit.guest_start, unit.guest_end).map(|p| src.frame(p).unwrap_or(p)).collect();
         let mut flushed = Flushed(false);
         if self.next + unit.code.len() as u32 + 64 > TC_START + TC_SIZE {
             self.flush(mem);
@@ -350,7 +380,7 @@ impl TranslationCache {
         (id, flushed)
     }
 
-    fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit, frames: Box<[u32]>) -> UnitId {
+    fn place(&mut self, mem: &mut dyn MonitorMemory, unit: &mut Unit, frames: Frames) -> UnitId {
         // Keep a unit's body (its code up to the first exit stub) inside one
         // 64-byte line when it fits in one: a small loop that straddles two
         // lines runs measurably slower (up to 2x for a tight matmul loop on

@@ -15,7 +15,7 @@ pub mod layout;
 pub mod trace;
 pub mod unit;
 
-pub use cache::{BufferMemory, ExitId, FastMap, ExitRecord, MonitorMemory, PlacedUnit, TranslationCache, TranslationStats, UnitId};
+pub use cache::{BufferMemory, ExitId, FastMap, Frames, ExitRecord, MonitorMemory, PlacedUnit, TranslationCache, TranslationStats, UnitId};
 pub use classify::{classify, Branch, CalloutReason, Class, Inline, Mode};
 pub use layout::TcAddr;
 pub use unit::{translate_unit, translate_unit_into, CodeSource, ExitKind, MapEntry, MapKind, TranslatedInsn, Unit, UnitEnd};
