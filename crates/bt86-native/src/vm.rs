@@ -592,7 +592,7 @@ impl Vm {
         }
         let mut code = GuestCode { machine: &mut self.machine, cpu: &self.cpu };
         let (id, _flushed) = self.tc.translate(&mut self.space.monitor(), &mut code, eip, mode);
-        let frames = self.tc.unit(id).frames.clone();
+        let frames = self.tc.unit(id).frames;
         if frames.len() > 1 && self.cpu.paging_enabled() {
             // Its last instruction was fetched from the next page too.
             let next = (eip & !0xFFF).wrapping_add(0x1000);
