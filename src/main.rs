@@ -314,8 +314,9 @@ fn run(args: RunArgs, gdb_args: GdbArgs) -> i32 {
     }
     if let Some(t) = timeout {
         vm.set_deadline(Instant::now() + t);
-        // A guest spinning in chained code never exits to the monitor, so a
-        // watchdog thread ends the process when the time is up.
+        // The run loop stops the guest at the deadline, even in chained
+        // code (the host timer is armed for it); this watchdog is the last
+        // resort should the monitor itself hang.
         let disk_flush = disk_flush.clone();
         std::thread::spawn(move || {
             std::thread::sleep(t + Duration::from_millis(200));

@@ -252,6 +252,18 @@ pub mod code {
     /// exit to the monitor once the translation is chained to itself.
     pub const SPIN: &[u8] = &[0xEB, 0xFE];
 
+    /// `jmp $` after `cli` and after turning the PIT's periodic tick into a
+    /// one-shot that has already fired (channel 0, mode 0, count 1): no
+    /// device has anything left to do, so nothing but the run's own
+    /// deadline can bring the guest back to the monitor.
+    pub const SPIN_WITHOUT_DEVICES: &[u8] = &[
+        0xFA, // cli
+        0xB0, 0x30, 0xE6, 0x43, // mov al, 0x30; out 0x43, al
+        0xB0, 0x01, 0xE6, 0x40, // mov al, 1; out 0x40, al
+        0xB0, 0x00, 0xE6, 0x40, // mov al, 0; out 0x40, al
+        0xEB, 0xFE, // jmp $
+    ];
+
     /// `cli; hlt` (FA, F4): halts with interrupts disabled, for good.
     pub const CLI_HLT: &[u8] = &[0xFA, 0xF4];
 

@@ -365,8 +365,9 @@ impl Vm {
     }
 
     /// Stops the run with [`Exit::Timeout`] once `deadline` has passed. The
-    /// check happens on exits; a guest spinning in chained code is stopped by
-    /// the caller's watchdog instead.
+    /// check happens on exits, and the host timer is armed for the deadline
+    /// too, so a guest spinning in chained code is stopped at an
+    /// instruction boundary all the same.
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
     }
@@ -567,10 +568,15 @@ impl Vm {
         }
     }
 
-    /// Arms the host timer for the next device deadline, so that a guest
-    /// spinning in chained code still comes back for its interrupt.
+    /// Arms the host timer for the next device deadline or the run's own
+    /// deadline, whichever comes first, so that a guest spinning in chained
+    /// code still comes back for its interrupt, or to be stopped.
     fn arm_timer(&mut self, now: u64) {
-        let next = self.device_deadline;
+        let run_deadline = self.deadline.map(|d| d.saturating_duration_since(self.started).as_nanos() as u64);
+        let next = match (self.device_deadline, run_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next == self.armed_for && next.is_none_or(|at| at > now) {
             return;
         }
