@@ -308,7 +308,10 @@ fn step_unit_runs_the_whole_unit() {
     assert_eq!(unit.insns.len(), 6, "{unit:#?}");
     assert_eq!(unit.insns[5].tag, "REWRITE");
     let esp = vm.cpu.gpr[4];
+    let entries = vm.stats.entries;
     assert_eq!(vm.step_unit().expect("su"), Stop::Stepped);
+    // The unit ran natively, as one piece: one world switch into it.
+    assert_eq!(vm.stats.entries - entries, 1, "the unit did not run in one trip");
     // Three pushes ran, and EIP left the unit through its jbe: to the taken
     // target or the fall-through.
     assert_eq!(vm.cpu.gpr[4], esp - 12, "the unit's three pushes did not all run");

@@ -646,9 +646,6 @@ impl Vm {
     /// [`Vm::step_instruction`] does). Breakpoints do not stop a step.
     pub fn step(&mut self) -> Result<Stop, NativeError> {
         self.debug.after_limit = false;
-        if let Some(stop) = self.step_indirect_branch()? {
-            return Ok(stop);
-        }
         self.debug.driving = true;
         let saved = self.debug.stop_on_events;
         self.debug.stop_on_events = false;
@@ -662,58 +659,23 @@ impl Vm {
         }
     }
 
-    /// Steps a near `ret`, `jmp r/m` or `call r/m` on the virtual CPU.
-    ///
-    /// A single-instruction unit translates these with the inline
-    /// indirect-branch lookup, which jumps straight into the target's
-    /// ordinary unit when the target is in the lookup table, so running
-    /// one natively would run on past the target. Until single-step units
-    /// always exit from their lookup, the debugger's step carries these
-    /// branches out itself: the same semantics the callout for a branch
-    /// with a GS or CS override uses. A pending interrupt is then taken
-    /// at the next step instead of before this one.
-    fn step_indirect_branch(&mut self) -> Result<Option<Stop>, NativeError> {
-        if self.cpu.halted {
-            return Ok(None);
-        }
-        let Some(insn) = self.decode_linear(self.cpu.eip) else { return Ok(None) };
-        let near_indirect = insn.mnemonic() == iced_x86::Mnemonic::Ret || insn.is_jmp_near_indirect() || insn.is_call_near_indirect();
-        if !near_indirect {
-            return Ok(None);
-        }
-        self.debug.driving = true;
-        let trap_flag = self.cpu.eflags & bt86_cpu::state::flags::TF != 0;
-        let result = match self.emulate_near_branch(&insn) {
-            Ok(()) => self.single_step_trap(trap_flag),
-            Err(e) => self.deliver(e),
-        };
-        self.debug.driving = false;
-        let pending = self.debug.pending.take();
-        Ok(Some(match result? {
-            None | Some(Exit::StepLimit) => pending.unwrap_or(Stop::Stepped),
-            Some(exit) => Stop::Exit(exit),
-        }))
-    }
-
-    /// Executes the translation unit at EIP: its guest instructions one
-    /// by one, for as long as control goes on to the next instruction of
-    /// the same unit. A taken branch, a callout that transfers control, an
-    /// exception or an interrupt ends it, as it ends the unit in the
-    /// translation cache.
+    /// Executes the translation unit at EIP natively, as one piece: a
+    /// copy translated for this run alone, never chained, whose indirect
+    /// branches exit (see [`Vm::step_unit_native`]). It ends where the unit
+    /// ends: at a branch, a callout, a fault or interrupt, a breakpoint
+    /// (units end before them), or its length cap.
     pub fn step_unit(&mut self) -> Result<Stop, NativeError> {
         self.debug.after_limit = false;
-        let view = self.translation_at(self.cpu.eip)?;
-        let mut expected = view.insns.iter().map(|i| i.eip).collect::<VecDeque<u32>>();
-        expected.pop_front();
-        loop {
-            let stop = self.step()?;
-            if stop != Stop::Stepped {
-                return Ok(stop);
-            }
-            match expected.pop_front() {
-                Some(next) if next == self.cpu.eip => continue,
-                _ => return Ok(Stop::Stepped),
-            }
+        self.debug.driving = true;
+        let saved = self.debug.stop_on_events;
+        self.debug.stop_on_events = false;
+        let result = self.step_unit_native();
+        self.debug.stop_on_events = saved;
+        self.debug.driving = false;
+        let pending = self.debug.pending.take();
+        match result? {
+            Exit::StepLimit => Ok(pending.unwrap_or(Stop::Stepped)),
+            exit => Ok(Stop::Exit(exit)),
         }
     }
 

@@ -226,6 +226,8 @@ pub struct Vm {
     armed_for: Option<u64>,
     /// Run one guest instruction per unit (the debugger's step).
     stepping: bool,
+    /// Run one isolated unit (the debugger's step unit).
+    isolating: bool,
     /// Set by `sti` enabling interrupts: one more instruction runs before
     /// an interrupt is taken.
     interrupt_shadow: bool,
@@ -351,6 +353,7 @@ impl Vm {
             interrupt_shadow: false,
             retry: false,
             stepping: false,
+            isolating: false,
             devices_touched: true,
             device_deadline: None,
             irq_pending: false,
@@ -432,7 +435,20 @@ impl Vm {
             fpu_trap: cr0 & (cr::CR0_TS | cr::CR0_EM) != 0,
             fpu_emulate: cr0 & cr::CR0_EM != 0,
             single_step,
+            isolated: false,
         }
+    }
+
+    /// Runs exactly one translation unit natively, from a copy translated
+    /// for this run alone (never cached, never chained, indirect branches
+    /// exit): the debugger's step unit. Returns [`Exit::StepLimit`] when
+    /// the unit ended and the guest can go on; a hidden fault or the like
+    /// on the way does not count as the unit's run.
+    pub fn step_unit_native(&mut self) -> Result<Exit, NativeError> {
+        self.isolating = true;
+        let result = self.run_loop(Some(1));
+        self.isolating = false;
+        result
     }
 
     pub(crate) fn run_loop(&mut self, limit: Option<u64>) -> Result<Exit, NativeError> {
@@ -509,7 +525,8 @@ impl Vm {
             // one instruction per unit and come back (SDM Vol. 3A §17.3.1.4).
             let trap_flag = self.cpu.eflags & flags::TF != 0;
             let step_once = self.step_once.take() == Some(self.cpu.eip);
-            let mode = self.mode(trap_flag || step_once || self.stepping);
+            let single_step = trap_flag || step_once || self.stepping;
+            let mode = Mode { isolated: self.isolating && !single_step, ..self.mode(single_step) };
             if self.debug_stop_before_unit() {
                 return Ok(Exit::StepLimit);
             }

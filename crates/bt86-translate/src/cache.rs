@@ -427,7 +427,7 @@ impl TranslationCache {
         }
         // Single-step units are used once and translated afresh each time,
         // so they are never found by lookup.
-        if !unit.mode.single_step {
+        if !unit.mode.single_step && !unit.mode.isolated {
             self.by_key.insert((unit.guest_start, unit.mode, frames[0]), id);
         }
         self.units.push(PlacedUnit {
@@ -460,7 +460,8 @@ impl TranslationCache {
             return false;
         }
         let (from_unit, to_unit) = (self.unit(rec.unit), self.unit(to));
-        if !from_unit.valid || !to_unit.valid || from_unit.mode.single_step || to_unit.mode != from_unit.mode {
+        let once = |u: &PlacedUnit| u.mode.single_step || u.mode.isolated;
+        if !from_unit.valid || !to_unit.valid || once(from_unit) || once(to_unit) || to_unit.mode != from_unit.mode {
             return false;
         }
         let jmp = emit::jmp_rel32(rec.stub.0, to_unit.tc.0);

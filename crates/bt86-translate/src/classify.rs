@@ -164,6 +164,11 @@ pub struct Mode {
     /// Single-step mode: one guest instruction per unit, never chained
     /// (EFLAGS.TF, and the debugger's step).
     pub single_step: bool,
+    /// A unit translated to run once on its own (the debugger's step
+    /// unit): whole, but never cached or chained, and its indirect
+    /// branches always exit, so that it returns to the monitor when it
+    /// ends.
+    pub isolated: bool,
 }
 
 /// Classifies one decoded guest instruction.

@@ -351,11 +351,11 @@ impl Builder<'_> {
     }
 
     /// Ends an indirect branch whose guest target is in ECX: the inline
-    /// lookup, or in single-step mode the miss path itself, so that a
-    /// single-instruction unit always comes back to the monitor instead of
+    /// lookup, or for a single-step or isolated unit the miss path itself,
+    /// so that such a unit always comes back to the monitor instead of
     /// running on into a unit the IB table knows.
     fn indirect_exit(&mut self) {
-        if self.unit.mode.single_step {
+        if self.unit.mode.single_step || self.unit.mode.isolated {
             emit::ib_miss_stub(&mut self.unit.code, ExitId::INDIRECT_MISS.0);
         } else {
             emit::ib_dispatch(&mut self.unit.code);
