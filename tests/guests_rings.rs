@@ -112,7 +112,7 @@ const REFERENCE: &[(&str, &[&str], &[&str])] = &[
         "timer",
         &[],
         &[
-            "sti; hlt: 10 ticks in 10 wakeups\n",
+            "sti; hlt: 10 ticks, no wakeup without one: yes\n",
             "read-back status of channel 0 (bits 5-0): 0x34\n",
             "IRQ 0 masked for 50 ms with IF=1: 0 ticks\n  IRR bit 0 (a request waits): 1\n",
             "  unmasked: the waiting tick arrives at once: yes\n",
@@ -120,7 +120,7 @@ const REFERENCE: &[(&str, &[&str], &[&str])] = &[
             "maximum nesting depth: 1\n",
             "after specific EOI 0x60: ISR=0x0000\noutside any handler: ISR=0x0000\n",
             "CMOS: register A=0x26 B=0x02 D=0x80\n",
-            "RTC: 8 periodic interrupts on IRQ 8 in 8 wakeups, register A=0x2a\n",
+            "RTC: 8 periodic interrupts on IRQ 8, no wakeup without one: yes, register A=0x2a\n",
             "RTC: register C in the handler had IRQF=1 PF=1\n",
             "spinning without hlt: 20 ticks arrived\n",
             "timer: done\n",
