@@ -47,7 +47,7 @@ use crate::devices::serial::{Serial, SerialState, SerialStateError};
 use crate::devices::testdev::{self, PcTestdev};
 use crate::devices::IrqLatch;
 use crate::memory::Ram;
-use crate::mmio::{MmioBus, MmioDevice, MmioError, MmioRange};
+use crate::mmio::{MmioBus, MmioDevice, MmioDeviceState, MmioError, MmioRange, MmioStateError};
 use crate::ports::{
     AcpiPm, DebugExit, PostCode, PowerState, ACPI_PM1A_CNT, COM1_BASE, COM1_LAST, DEBUG_EXIT_BASE,
     DEBUG_EXIT_LAST, POST_CODE,
@@ -97,6 +97,9 @@ pub struct MachineState {
     pub post_code: PostCode,
     pub acpi_pm: AcpiPm,
     pub power: PowerState,
+    /// The memory-mapped devices (`-device pc-testdev`, ...), by name, in
+    /// address order.
+    pub mmio: Vec<MmioDeviceState>,
 }
 
 /// A device snapshot that cannot be restored.
@@ -106,6 +109,8 @@ pub enum MachineError {
     Com1(#[from] SerialStateError),
     #[error("cannot restore the ATA disk channel: {0}")]
     Ata(#[from] AtaStateError),
+    #[error("{0}")]
+    Mmio(#[from] MmioStateError),
 }
 
 /// The virtual PC's RAM and devices behind one [`Bus`].
@@ -379,6 +384,7 @@ impl Machine {
             post_code: self.post_code,
             acpi_pm: self.acpi_pm,
             power: self.power,
+            mmio: self.mmio.state(),
         }
     }
 
@@ -387,6 +393,7 @@ impl Machine {
     /// is unchanged.
     pub fn restore(&mut self, state: &MachineState) -> Result<(), MachineError> {
         state.ata.check()?;
+        self.mmio.check(&state.mmio)?;
         self.com1.restore(&state.com1)?;
         self.ata.restore(&state.ata)?;
         self.pic.restore(&state.pic);
@@ -401,6 +408,7 @@ impl Machine {
         self.post_code = state.post_code;
         self.acpi_pm = state.acpi_pm;
         self.power = state.power;
+        self.mmio.restore(&state.mmio)?;
         Ok(())
     }
 
@@ -1089,6 +1097,43 @@ mod tests {
         );
         other.io_out(0x20, IoSize::Byte, 0x20);
         assert_eq!(run_guest(&mut other, 1_000_100_000, 1_000_000).len(), 99);
+    }
+
+    /// The memory-mapped devices are part of the snapshot: pc-testdev's
+    /// window comes back byte for byte, and a snapshot whose devices are
+    /// not this machine's, or whose window is damaged, is refused with
+    /// nothing changed.
+    #[test]
+    fn state_round_trip_restores_mmio_devices() {
+        let window = testdev::IOMEM_BASE;
+        let (mut m, _) = machine();
+        m.add_pc_testdev().unwrap();
+        m.write_phys(GuestPhysAddr(window.0 + 0x123), &[0xDE, 0xAD, 0xBE, 0xEF]);
+        m.io_out(POST_CODE, IoSize::Byte, 0x44);
+        let state = m.state();
+        assert_eq!(state.mmio.len(), 1);
+        assert_eq!(state.mmio[0].name, testdev::NAME);
+
+        let (mut other, _) = machine();
+        other.add_pc_testdev().unwrap();
+        other.restore(&state).unwrap();
+        assert_eq!(other.state(), state);
+        let mut buf = [0u8; 4];
+        other.read_phys(GuestPhysAddr(window.0 + 0x123), &mut buf);
+        assert_eq!(buf, [0xDE, 0xAD, 0xBE, 0xEF]);
+
+        let (mut plain, _) = machine();
+        let err = plain.restore(&state).unwrap_err();
+        assert!(err.to_string().contains("pc-testdev"), "{err}");
+        assert_eq!(plain.post_code(), 0, "a refused restore changes nothing");
+
+        let mut damaged = state.clone();
+        damaged.mmio[0].state.truncate(100);
+        let (mut fresh, _) = machine();
+        fresh.add_pc_testdev().unwrap();
+        let err = fresh.restore(&damaged).unwrap_err();
+        assert!(err.to_string().contains("100 bytes"), "{err}");
+        assert_eq!(fresh.post_code(), 0, "a refused restore changes nothing");
     }
 
     #[test]

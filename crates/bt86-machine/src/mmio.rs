@@ -76,6 +76,37 @@ pub trait MmioDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Writes `data` to the device's registers at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The device's guest-visible state as bytes, in a format of the
+    /// device's own, for a snapshot of the machine (see
+    /// `MachineState::mmio`).
+    fn save_state(&self) -> Vec<u8>;
+    /// Whether [`MmioDevice::restore_state`] would accept `state`: the
+    /// machine checks every device before it changes any, so that a failed
+    /// restore leaves the whole machine as it was.
+    fn check_state(&self, state: &[u8]) -> Result<(), String>;
+    /// Puts the device back in a state taken with
+    /// [`MmioDevice::save_state`]. Called only after `check_state`
+    /// accepted `state`.
+    fn restore_state(&mut self, state: &[u8]);
+}
+
+/// One device's saved state, under the name it has on the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmioDeviceState {
+    pub name: String,
+    pub state: Vec<u8>,
+}
+
+/// A saved MMIO bus that does not fit this one.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MmioStateError {
+    #[error(
+        "the snapshot's memory-mapped devices ({saved}) are not this machine's ({present}); \
+         restore it into a VM started with the same -device options"
+    )]
+    Devices { saved: String, present: String },
+    #[error("cannot restore memory-mapped device {name}: {problem}")]
+    Device { name: String, problem: String },
 }
 
 /// A range of physical addresses claimed by one device: a base and a length
@@ -251,6 +282,39 @@ impl MmioBus {
         self.index_at(addr).is_some()
     }
 
+    /// Every device's state, in address order.
+    pub fn state(&self) -> Vec<MmioDeviceState> {
+        self.regions.iter().map(|r| MmioDeviceState { name: r.name.clone(), state: r.device.save_state() }).collect()
+    }
+
+    /// Checks that `states` is a state of exactly these devices that each
+    /// accepts; nothing changes.
+    pub fn check(&self, states: &[MmioDeviceState]) -> Result<(), MmioStateError> {
+        let names = |it: &mut dyn Iterator<Item = &str>| it.collect::<Vec<_>>().join(", ");
+        let present = names(&mut self.regions.iter().map(|r| r.name.as_str()));
+        let saved = names(&mut states.iter().map(|s| s.name.as_str()));
+        if present != saved {
+            return Err(MmioStateError::Devices { saved, present });
+        }
+        for (region, saved) in self.regions.iter().zip(states) {
+            region
+                .device
+                .check_state(&saved.state)
+                .map_err(|problem| MmioStateError::Device { name: region.name.clone(), problem })?;
+        }
+        Ok(())
+    }
+
+    /// Puts every device back in `states`, taken with [`MmioBus::state`].
+    /// On error nothing changes.
+    pub fn restore(&mut self, states: &[MmioDeviceState]) -> Result<(), MmioStateError> {
+        self.check(states)?;
+        for (region, saved) in self.regions.iter_mut().zip(states) {
+            region.device.restore_state(&saved.state);
+        }
+        Ok(())
+    }
+
     /// Every registered device's name and range, in address order.
     pub fn regions(&self) -> impl Iterator<Item = (&str, MmioRange)> + '_ {
         self.regions.iter().map(|r| (r.name.as_str(), r.range))
@@ -377,6 +441,17 @@ mod tests {
         fn write(&mut self, offset: u64, data: &[u8]) {
             self.0.lock().unwrap().push((true, offset, data.to_vec()));
         }
+        fn save_state(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn check_state(&self, state: &[u8]) -> Result<(), String> {
+            if state.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("a recorder has no state, but the snapshot holds {} bytes", state.len()))
+            }
+        }
+        fn restore_state(&mut self, _state: &[u8]) {}
     }
 
     fn range(base: u32, len: u64) -> MmioRange {

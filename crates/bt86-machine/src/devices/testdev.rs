@@ -129,6 +129,25 @@ impl MmioDevice for PcTestdev {
         let n = span.len();
         self.iomem[span].copy_from_slice(&data[..n]);
     }
+
+    /// The window's bytes, as they are.
+    fn save_state(&self) -> Vec<u8> {
+        self.iomem.clone()
+    }
+
+    fn check_state(&self, state: &[u8]) -> Result<(), String> {
+        if state.len() == IOMEM_LEN as usize {
+            Ok(())
+        } else {
+            Err(PcTestdevStateError::WrongLength { found: state.len() }.to_string())
+        }
+    }
+
+    fn restore_state(&mut self, state: &[u8]) {
+        if state.len() == self.iomem.len() {
+            self.iomem.copy_from_slice(state);
+        }
+    }
 }
 
 #[cfg(test)]
