@@ -51,7 +51,9 @@ static inline void yield(void) { syscall3(SYS_YIELD, 0, 0, 0); }
 
 size_t strlen(const char *s);
 void write(const char *s, size_t len);
-/* printf with %s %c %d %u %x, a zero flag and a width. */
+/* printf with %s %c %d %u %x %p and %%, a zero flag and a width: the
+ * formatter of guests/lib/format.h, written out with one system call per
+ * buffer. */
 void printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Every program defines main; its return value is the exit status. */
