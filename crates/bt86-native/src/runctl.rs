@@ -646,12 +646,19 @@ impl Vm {
     /// [`Vm::step_instruction`] does). Breakpoints do not stop a step.
     pub fn step(&mut self) -> Result<Stop, NativeError> {
         self.debug.after_limit = false;
+        self.drive_once(false, Vm::step_instruction)
+    }
+
+    /// Runs `run` (one instruction or one unit) as a debugger stop may
+    /// interrupt it, stopping on events only if asked, and turns its exit
+    /// into a [`Stop`]: a watchpoint or event the hooks recorded, else
+    /// [`Stop::Stepped`], or the guest's end.
+    fn drive_once(&mut self, stop_on_events: bool, run: fn(&mut Vm) -> Result<Exit, NativeError>) -> Result<Stop, NativeError> {
+        let saved = (self.debug.driving, self.debug.stop_on_events);
         self.debug.driving = true;
-        let saved = self.debug.stop_on_events;
-        self.debug.stop_on_events = false;
-        let result = self.step_instruction();
-        self.debug.stop_on_events = saved;
-        self.debug.driving = false;
+        self.debug.stop_on_events = stop_on_events;
+        let result = run(self);
+        (self.debug.driving, self.debug.stop_on_events) = saved;
         let pending = self.debug.pending.take();
         match result? {
             Exit::StepLimit => Ok(pending.unwrap_or(Stop::Stepped)),
@@ -666,17 +673,7 @@ impl Vm {
     /// (units end before them), or its length cap.
     pub fn step_unit(&mut self) -> Result<Stop, NativeError> {
         self.debug.after_limit = false;
-        self.debug.driving = true;
-        let saved = self.debug.stop_on_events;
-        self.debug.stop_on_events = false;
-        let result = self.step_unit_native();
-        self.debug.stop_on_events = saved;
-        self.debug.driving = false;
-        let pending = self.debug.pending.take();
-        match result? {
-            Exit::StepLimit => Ok(pending.unwrap_or(Stop::Stepped)),
-            exit => Ok(Stop::Exit(exit)),
-        }
+        self.drive_once(false, Vm::step_unit_native)
     }
 
     /// Runs until a breakpoint, a watchpoint, an event (if asked), the
@@ -718,7 +715,9 @@ impl Vm {
                     return Ok(Stop::Limit);
                 }
                 let predicted = if paging && !self.debug.watches.is_empty() { self.predicted_hit() } else { None };
-                let stop = self.step_with_events(limit.stop_on_events)?;
+                // One step that may stop on the exception or interrupt it
+                // delivers.
+                let stop = self.drive_once(limit.stop_on_events, Vm::step_instruction)?;
                 executed += 1;
                 match stop {
                     Stop::Stepped => {}
@@ -750,18 +749,6 @@ impl Vm {
             }
             exit => Stop::Exit(exit),
         })
-    }
-
-    /// One step that may stop on the exception or interrupt it delivers.
-    fn step_with_events(&mut self, stop_on_events: bool) -> Result<Stop, NativeError> {
-        self.debug.driving = true;
-        self.debug.stop_on_events = stop_on_events;
-        let result = self.step_instruction();
-        let pending = self.debug.pending.take();
-        match result? {
-            Exit::StepLimit => Ok(pending.unwrap_or(Stop::Stepped)),
-            exit => Ok(Stop::Exit(exit)),
-        }
     }
 
     /// With paging on: whether the instruction at EIP will access a watched
