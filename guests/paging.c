@@ -27,6 +27,7 @@
  */
 #include "guest.h"
 #include "paging.h"
+#include "ata.h"
 
 /* ---------------------------------------------------------------------
  * The address-space layout.
@@ -49,23 +50,6 @@
  * SECTORS 0x20, WRITE SECTORS 0x30, FLUSH CACHE 0xE7, LBA28 addressing).
  * nIEN stays set: this kernel never takes IRQ 14.
  * ------------------------------------------------------------------- */
-#define ATA_DATA 0x1F0
-#define ATA_ERROR 0x1F1
-#define ATA_COUNT 0x1F2
-#define ATA_LBA_LOW 0x1F3
-#define ATA_LBA_MID 0x1F4
-#define ATA_LBA_HIGH 0x1F5
-#define ATA_DEVICE 0x1F6
-#define ATA_STATUS 0x1F7
-#define ATA_COMMAND 0x1F7
-#define ATA_CONTROL 0x3F6
-#define ST_BSY 0x80
-#define ST_DRQ 0x08
-#define ST_ERR 0x01
-#define CTL_NIEN 0x02
-#define CMD_READ 0x20
-#define CMD_WRITE 0x30
-#define CMD_FLUSH 0xE7
 #define SECTOR_SIZE 512u
 
 static void NORETURN disk_fail(const char *what, uint32_t lba)

@@ -32,18 +32,9 @@ const STATUS_KILLED: i32 = 12;
 /// How long a gdb script or a bt86 run may take before it is killed.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Finds gdb (or the program `BT86_GDB` names); prints why the test is
-/// skipped when there is none.
+/// gdb, or why the test is skipped.
 fn gdb_path() -> Option<PathBuf> {
-    let found = match std::env::var_os("BT86_GDB") {
-        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-        None => std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join("gdb")).find(|p| p.is_file())),
-    };
-    if found.is_none() {
-        eprintln!("skipped: gdb was not found on PATH (nor BT86_GDB set); install it (Debian: `sudo apt-get install gdb`) to test bt86's gdb stub");
-    }
-    found
+    common::gdb("test bt86's gdb stub")
 }
 
 /// A symbol's address in a guest's ELF file.

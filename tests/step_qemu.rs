@@ -85,18 +85,9 @@ struct Stepped {
     stderr: String,
 }
 
-/// Finds gdb (or the program `BT86_GDB` names); prints why the test is
-/// skipped when there is none.
+/// gdb, or why the test is skipped.
 fn gdb_path() -> Option<PathBuf> {
-    let found = match std::env::var_os("BT86_GDB") {
-        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-        None => std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join("gdb")).find(|p| p.is_file())),
-    };
-    if found.is_none() {
-        eprintln!("skipped: gdb was not found on PATH (nor BT86_GDB set); install it (Debian: `sudo apt-get install gdb`) to compare single-stepping with QEMU");
-    }
-    found
+    common::gdb("compare single-stepping with QEMU")
 }
 
 /// A fresh directory for one test's files under Cargo's scratch area.

@@ -159,6 +159,20 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// gdb, or the program `BT86_GDB` names; `None` after printing why the
+/// test is skipped, saying it was needed `to` do what.
+pub fn gdb(to: &str) -> Option<PathBuf> {
+    let found = match std::env::var_os("BT86_GDB") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|d| d.join("gdb")).find(|p| p.is_file())),
+    };
+    if found.is_none() {
+        eprintln!("skipped: gdb was not found on PATH (nor BT86_GDB set); install it (Debian: `sudo apt-get install gdb`) to {to}");
+    }
+    found
+}
+
 /// Runs guest `name` under QEMU with `qemu_args` and under bt86 with
 /// `bt86_args` (usually the same) and fails with a readable diff unless
 /// the bytes on COM1 and the exit status are identical, and the reference
