@@ -49,12 +49,11 @@ use bt86_cpu::emulate::{emulate, EmulateError};
 use bt86_cpu::paging::{self, PageAccess};
 use bt86_cpu::state::cr;
 use bt86_cpu::{Exception, LinearAddr, SegReg};
-use bt86_machine::bus::IoSize;
-use bt86_machine::{Bus, GuestPhysAddr, Machine};
+use bt86_machine::{Bus, GuestPhysAddr};
 use bt86_translate::{ExitId, ExitKind, Mode};
 use iced_x86::{Decoder, DecoderOptions, Instruction, InstructionInfoFactory, OpAccess, Register};
 
-use crate::vm::{Exit, Vm};
+use crate::vm::{AccessLog, Exit, Vm};
 use crate::NativeError;
 
 /// How many events the log keeps; older ones are dropped.
@@ -209,30 +208,6 @@ enum PageProt {
     None,
     ReadOnly,
     ReadWrite,
-}
-
-/// The bus the watchpoint emulation runs against: the machine, with every
-/// memory access recorded (physical address, length, write).
-struct Recorder<'a> {
-    machine: &'a mut Machine,
-    accesses: Vec<(u32, u32, bool)>,
-}
-
-impl Bus for Recorder<'_> {
-    fn read_phys(&mut self, addr: GuestPhysAddr, buf: &mut [u8]) {
-        self.accesses.push((addr.0, buf.len() as u32, false));
-        self.machine.read_phys(addr, buf);
-    }
-    fn write_phys(&mut self, addr: GuestPhysAddr, data: &[u8]) {
-        self.accesses.push((addr.0, data.len() as u32, true));
-        self.machine.write_phys(addr, data);
-    }
-    fn io_in(&mut self, port: u16, size: IoSize) -> u32 {
-        self.machine.io_in(port, size)
-    }
-    fn io_out(&mut self, port: u16, size: IoSize, value: u32) {
-        self.machine.io_out(port, size, value)
-    }
 }
 
 /// One guest instruction as the debugger shows it: where it is, its text,
@@ -494,7 +469,7 @@ impl Vm {
         }
         let insn = self.decode_at(self.cpu.eip);
         let eip = self.cpu.eip;
-        let mut rec = Recorder { machine: &mut self.machine, accesses: Vec::new() };
+        let mut rec = AccessLog::new(&mut self.machine);
         match emulate(&mut self.cpu, &mut rec, &insn) {
             Ok(()) => {}
             Err(EmulateError::Exception(e)) => return self.deliver(e).map(Some),
@@ -502,19 +477,11 @@ impl Vm {
             // instructions the emulator lacks.
             Err(EmulateError::Unsupported { .. }) => return Ok(None),
         }
+        let written = rec.written_frames();
         let accesses = rec.accesses;
         self.stats.emulated_accesses += 1;
         // The write may have changed translated code.
-        let pages: BTreeSet<u32> = accesses.iter().filter(|a| a.2).flat_map(|&(a, l, _)| (a / PAGE)..=((a + l.max(1) - 1) / PAGE)).collect();
-        for p in pages {
-            if self.tc.page_has_code(p) && !self.code_intact(p) {
-                if self.protected.contains(&p) {
-                    self.release_code_page(p)?;
-                } else {
-                    self.tc.invalidate_page(&mut self.space.monitor(), p);
-                }
-            }
-        }
+        self.check_written_code(&written)?;
         // The first recorded access that a watchpoint of its kind covers.
         // Accesses are physical; with paging on, each watched page is
         // looked up in the guest's tables as they are now.

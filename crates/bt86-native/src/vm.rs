@@ -1097,9 +1097,9 @@ impl Vm {
             // Single-stepping a repeated string instruction: one iteration,
             // EIP kept at the instruction until the last.
             _ if reason == CalloutReason::RepeatIteration => {
-                let mut bus = WriteLog { machine: &mut self.machine, frames: Vec::new() };
+                let mut bus = AccessLog::new(&mut self.machine);
                 let result = bt86_cpu::emulate::emulate_iteration(&mut self.cpu, &mut bus, insn);
-                written = bus.frames;
+                written = bus.written_frames();
                 result.map(|_| bt86_cpu::exec::Effect::Continue)
             }
             // Indirect branches through a GS or CS override, and 16-bit
@@ -1327,14 +1327,14 @@ impl Vm {
 
     /// Emulates one instruction, and returns the physical frames it wrote.
     fn emulate_logged(&mut self, insn: &Instruction) -> Result<Vec<u32>, EmulateError> {
-        let mut bus = WriteLog { machine: &mut self.machine, frames: Vec::new() };
+        let mut bus = AccessLog::new(&mut self.machine);
         emulate(&mut self.cpu, &mut bus, insn)?;
-        Ok(bus.frames)
+        Ok(bus.written_frames())
     }
 
     /// After an emulated write to `frames`: drops the translations whose
     /// code it changed.
-    fn check_written_code(&mut self, frames: &[u32]) -> Result<(), NativeError> {
+    pub(crate) fn check_written_code(&mut self, frames: &[u32]) -> Result<(), NativeError> {
         for &frame in frames {
             if self.tc.page_has_code(frame) && !self.code_intact(frame) {
                 if self.protected.contains(&frame) {
@@ -1423,26 +1423,44 @@ impl Vm {
     }
 }
 
-/// The machine as the emulator's bus, noting the frames written (guest
-/// memory and the A/D bits of page tables alike), so that translations of
-/// code it overwrote can be dropped.
-struct WriteLog<'a> {
+/// The machine as the emulator's bus, with every memory access it made
+/// recorded (physical address, length, write): guest memory and the A/D
+/// bits of page tables alike. The monitor drops the translations of code
+/// an emulated instruction overwrote, and the debugger checks the accesses
+/// against its watchpoints.
+pub(crate) struct AccessLog<'a> {
     machine: &'a mut Machine,
-    frames: Vec<u32>,
+    pub(crate) accesses: Vec<(u32, u32, bool)>,
 }
 
-impl Bus for WriteLog<'_> {
+impl<'a> AccessLog<'a> {
+    pub(crate) fn new(machine: &'a mut Machine) -> AccessLog<'a> {
+        AccessLog { machine, accesses: Vec::new() }
+    }
+
+    /// The physical frames written, each once.
+    pub(crate) fn written_frames(&self) -> Vec<u32> {
+        let mut frames = Vec::new();
+        for &(addr, len, _) in self.accesses.iter().filter(|a| a.2) {
+            let last = addr.wrapping_add(len.max(1) - 1) >> 12;
+            for frame in addr >> 12..=last {
+                if !frames.contains(&frame) {
+                    frames.push(frame);
+                }
+            }
+        }
+        frames
+    }
+}
+
+impl Bus for AccessLog<'_> {
     fn read_phys(&mut self, addr: GuestPhysAddr, buf: &mut [u8]) {
+        self.accesses.push((addr.0, buf.len() as u32, false));
         self.machine.read_phys(addr, buf);
     }
 
     fn write_phys(&mut self, addr: GuestPhysAddr, data: &[u8]) {
-        let last = addr.0.wrapping_add(data.len().max(1) as u32 - 1) >> 12;
-        for frame in addr.0 >> 12..=last {
-            if !self.frames.contains(&frame) {
-                self.frames.push(frame);
-            }
-        }
+        self.accesses.push((addr.0, data.len() as u32, true));
         self.machine.write_phys(addr, data);
     }
 
